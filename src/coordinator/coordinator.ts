@@ -1,0 +1,289 @@
+import type { Logger } from 'pino';
+
+import {
+  HOUR_MS,
+  describePeriod,
+  parsePeriodKey,
+  periodEnd,
+  type Period,
+} from '../periods/index.js';
+import type { PartitionReport, PeriodChange } from '../shard/types.js';
+import type {
+  ProvisionalWrite,
+  PublishedState,
+  VersionWrite,
+  WriterFence,
+} from '../sink/types.js';
+
+/** The partitions as the coordinator reaches them: in process, or over gRPC. */
+export interface PartitionsPort {
+  readonly partitionCount: number;
+  /** One report per partition that answered. */
+  reports(): Promise<PartitionReport[]>;
+  /** Current counts of the periods, one map per partition; every partition must answer. */
+  counts(keys: readonly string[]): Promise<Map<string, number>[]>;
+  acknowledge(acks: readonly PartitionAck[]): Promise<void>;
+}
+
+/** What the coordinator has published from a partition's report. */
+export interface PartitionAck {
+  readonly partition: number;
+  readonly seals: readonly string[];
+  readonly changes: readonly PeriodChange[];
+}
+
+/** Where published rows go. */
+export interface RowSink {
+  loadPublished(): Promise<Map<string, PublishedState>>;
+  publish(batch: { versions: VersionWrite[]; provisional: ProvisionalWrite[] }, fence: WriterFence): Promise<void>;
+}
+
+export interface CoordinatorOptions {
+  readonly allowedLatenessMs: number;
+  readonly fence: WriterFence;
+  readonly logger: Logger;
+}
+
+/** What one round did. */
+export interface RoundResult {
+  readonly globalWatermarkMs: number;
+  readonly finals: number;
+  readonly restated: number;
+  readonly provisional: number;
+  /** Partitions that did not report; while any is missing nothing closes. */
+  readonly missingPartitions: number[];
+}
+
+interface Restatement {
+  lateEvents: number;
+  newUsers: number;
+  partitions: Set<number>;
+}
+
+/**
+ * Closes periods and restates them. In each round it gathers every
+ * partition's report, and:
+ *
+ * 1. closes each period whose end plus the allowed lateness every partition
+ *    has passed: version 1, `final`, is the sum of the partitions' seal
+ *    counts (the counts they had when their watermark passed);
+ * 2. restates each published period that late events gave new users: the
+ *    sum of the partitions' current counts becomes a new version, `restated`,
+ *    when it is higher than the last one (a round that adds no user writes
+ *    nothing);
+ * 3. refreshes the open days and weeks as `provisional` rows once the
+ *    watermark has crossed an hour boundary.
+ *
+ * Partition counts are summed, never shard counts, and a number is only
+ * published when every partition has reported: a missing one holds it back.
+ */
+export class Coordinator {
+  private published = new Map<string, PublishedState>();
+  private provisional = new Map<string, number>();
+  private provisionalHour = Number.NEGATIVE_INFINITY;
+  private loaded = false;
+
+  constructor(
+    private readonly partitions: PartitionsPort,
+    private readonly sink: RowSink,
+    private readonly options: CoordinatorOptions,
+  ) {}
+
+  /** Reloads what was published, e.g. after taking over leadership. */
+  async resume(): Promise<void> {
+    this.published = await this.sink.loadPublished();
+    this.provisional.clear();
+    this.provisionalHour = Number.NEGATIVE_INFINITY;
+    this.loaded = true;
+  }
+
+  /** Runs one round. */
+  async round(): Promise<RoundResult> {
+    if (!this.loaded) await this.resume();
+
+    // Gather.
+    const reports = await this.partitions.reports();
+    const missing = this.missingPartitions(reports);
+    if (missing.length > 0) {
+      this.options.logger.warn({ missingPartitions: missing }, 'round held back: partitions missing');
+      return { globalWatermarkMs: Number.NEGATIVE_INFINITY, finals: 0, restated: 0, provisional: 0, missingPartitions: missing };
+    }
+    const globalWatermarkMs = Math.min(...reports.map((r) => r.watermarkMs));
+
+    // Decide.
+    const finals = this.finals(reports, globalWatermarkMs);
+    const restatements = this.restatements(reports);
+    const restatedKeys = [...restatements.keys()];
+    const provisionalKeys = this.provisionalKeys(reports, globalWatermarkMs);
+    const counts = await this.sumCounts([...restatedKeys, ...provisionalKeys]);
+
+    const versions: VersionWrite[] = [...finals];
+    for (const write of finals) this.noteVersion(write);
+    for (const key of restatedKeys) {
+      const write = this.restate(key, counts.get(key) ?? 0, restatements.get(key) as Restatement, globalWatermarkMs);
+      if (write !== null) versions.push(write);
+    }
+    const provisional = this.provisionalWrites(provisionalKeys, counts, globalWatermarkMs);
+
+    // Act.
+    if (versions.length > 0 || provisional.length > 0) {
+      await this.sink.publish({ versions, provisional }, this.options.fence);
+    }
+    for (const write of provisional) this.provisional.set(`${write.periodType}:${write.periodStartMs}`, write.distinctUsers);
+    await this.partitions.acknowledge(this.acks(reports));
+
+    const restated = versions.length - finals.length;
+    if (finals.length > 0 || restated > 0) {
+      this.options.logger.info(
+        { finals: finals.length, restated, provisional: provisional.length, watermark: globalWatermarkMs },
+        'round published',
+      );
+    }
+
+    return { globalWatermarkMs, finals: finals.length, restated, provisional: provisional.length, missingPartitions: [] };
+  }
+
+  private missingPartitions(reports: readonly PartitionReport[]): number[] {
+    const seen = new Set(reports.map((r) => r.partition));
+    const missing: number[] = [];
+    for (let p = 0; p < this.partitions.partitionCount; p++) {
+      if (!seen.has(p)) missing.push(p);
+    }
+
+    return missing;
+  }
+
+  /** Version 1 of each period that every partition has sealed and that has none yet. */
+  private finals(reports: readonly PartitionReport[], globalWatermarkMs: number): VersionWrite[] {
+    const sums = new Map<string, number>();
+    for (const report of reports) {
+      for (const seal of report.seals) sums.set(seal.key, (sums.get(seal.key) ?? 0) + seal.count);
+      // A period that only late events reached has no seal anywhere: it closed with 0.
+      for (const change of report.changes) if (!sums.has(change.key)) sums.set(change.key, 0);
+    }
+
+    const writes: VersionWrite[] = [];
+    for (const [key, sum] of sums) {
+      if (this.published.has(key)) continue;
+      const period = parsePeriodKey(key);
+      if (periodEnd(period) + this.options.allowedLatenessMs > globalWatermarkMs) continue;
+      writes.push(versionWrite(period, 1, sum, 'final', 'closed: sum of partition counts at close', globalWatermarkMs));
+    }
+
+    return writes;
+  }
+
+  /** Published periods that late events gave new users, with what changed. */
+  private restatements(reports: readonly PartitionReport[]): Map<string, Restatement> {
+    const out = new Map<string, Restatement>();
+    for (const report of reports) {
+      for (const change of report.changes) {
+        if (change.newUsers === 0) continue;
+        let r = out.get(change.key);
+        if (r === undefined) {
+          r = { lateEvents: 0, newUsers: 0, partitions: new Set() };
+          out.set(change.key, r);
+        }
+        r.lateEvents += change.lateEvents;
+        r.newUsers += change.newUsers;
+        r.partitions.add(report.partition);
+      }
+    }
+    for (const key of out.keys()) {
+      if (!this.published.has(key)) out.delete(key);
+    }
+
+    return out;
+  }
+
+  private restate(key: string, sum: number, r: Restatement, watermarkMs: number): VersionWrite | null {
+    const last = this.published.get(key) as PublishedState;
+    const period = parsePeriodKey(key);
+
+    if (sum < last.distinctUsers) {
+      this.options.logger.error(
+        { period: describePeriod(period), published: last.distinctUsers, sum },
+        '[SL-COORD-001] partition counts sum below the published number; not publishing',
+      );
+      return null;
+    }
+    if (sum === last.distinctUsers) return null;
+
+    const reason =
+      `restated: +${sum - last.distinctUsers} users from ${r.lateEvents} late events ` +
+      `in ${r.partitions.size} of ${this.partitions.partitionCount} partitions`;
+    const write = versionWrite(period, last.version + 1, sum, 'restated', reason, watermarkMs);
+    this.noteVersion(write);
+
+    return write;
+  }
+
+  /** Open days and weeks to refresh, once per hour boundary the watermark crosses. */
+  private provisionalKeys(reports: readonly PartitionReport[], globalWatermarkMs: number): string[] {
+    const hour = Math.floor(globalWatermarkMs / HOUR_MS);
+    if (!(hour > this.provisionalHour)) return [];
+    this.provisionalHour = hour;
+
+    const keys = new Set<string>();
+    for (const report of reports) {
+      for (const key of report.openPeriods) {
+        const period = parsePeriodKey(key);
+        if (periodEnd(period) + this.options.allowedLatenessMs > globalWatermarkMs) keys.add(key);
+      }
+    }
+
+    return [...keys];
+  }
+
+  private provisionalWrites(keys: readonly string[], counts: Map<string, number>, watermarkMs: number): ProvisionalWrite[] {
+    const writes: ProvisionalWrite[] = [];
+    for (const key of keys) {
+      const sum = counts.get(key) ?? 0;
+      if (this.published.has(key) || this.provisional.get(key) === sum || sum === 0) continue;
+      const period = parsePeriodKey(key);
+      writes.push({ periodType: period.type, periodStartMs: period.startMs, distinctUsers: sum, watermarkMs });
+    }
+
+    return writes;
+  }
+
+  private async sumCounts(keys: readonly string[]): Promise<Map<string, number>> {
+    const sums = new Map<string, number>();
+    if (keys.length === 0) return sums;
+
+    const perPartition = await this.partitions.counts(keys);
+    if (perPartition.length !== this.partitions.partitionCount) {
+      throw new Error(`[SL-COORD-002] counts came from ${perPartition.length} of ${this.partitions.partitionCount} partitions`);
+    }
+    for (const counts of perPartition) {
+      for (const [key, n] of counts) sums.set(key, (sums.get(key) ?? 0) + n);
+    }
+
+    return sums;
+  }
+
+  private acks(reports: readonly PartitionReport[]): PartitionAck[] {
+    return reports.map((report) => ({
+      partition: report.partition,
+      seals: report.seals.filter((s) => this.published.has(s.key)).map((s) => s.key),
+      changes: report.changes.filter((c) => this.published.has(c.key)),
+    }));
+  }
+
+  private noteVersion(write: VersionWrite): void {
+    const key = `${write.periodType}:${write.periodStartMs}`;
+    this.published.set(key, { version: write.version, distinctUsers: write.distinctUsers });
+    this.provisional.delete(key);
+  }
+}
+
+function versionWrite(
+  period: Period,
+  version: number,
+  distinctUsers: number,
+  status: 'final' | 'restated',
+  reason: string,
+  watermarkMs: number,
+): VersionWrite {
+  return { periodType: period.type, periodStartMs: period.startMs, version, distinctUsers, status, reason, watermarkMs };
+}

@@ -1,0 +1,78 @@
+import fs from 'node:fs/promises';
+
+import { Level } from 'level';
+
+import { changesKey, hourIndexOfKey, hourKey, metaKey, partitionPrefix } from './partition-keys.js';
+import type { PartitionStorage, PeriodChange, SealRecord, StorageOp, StoredPartition } from './types.js';
+
+const decoder = new TextDecoder();
+
+/**
+ * The shard's durable state in one LevelDB: every partition's dictionary,
+ * hour sets, seal records and changes, plus a few node-level records.
+ * Writes go in atomic batches.
+ */
+export class LevelStateStore implements PartitionStorage {
+  private constructor(private readonly db: Level<string, Uint8Array>) {}
+
+  static async open(dir: string): Promise<LevelStateStore> {
+    await fs.mkdir(dir, { recursive: true });
+    const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    await db.open();
+
+    return new LevelStateStore(db);
+  }
+
+  async loadPartition(partition: number): Promise<StoredPartition> {
+    const prefix = partitionPrefix(partition);
+    const dictSegments: Uint8Array[] = [];
+    const seals: SealRecord[] = [];
+    const hourIndexes: number[] = [];
+    let watermarkMs = Number.NEGATIVE_INFINITY;
+    let changes: PeriodChange[] = [];
+
+    for await (const value of this.db.values({ gte: `${prefix}d/`, lt: `${prefix}d0` })) {
+      dictSegments.push(value);
+    }
+    for await (const key of this.db.keys({ gte: `${prefix}h/`, lt: `${prefix}h0` })) {
+      hourIndexes.push(hourIndexOfKey(key));
+    }
+    for await (const [key, value] of this.db.iterator({ gte: `${prefix}s/`, lt: `${prefix}s0` })) {
+      seals.push({ key: key.slice(prefix.length + 2), count: new DataView(value.buffer, value.byteOffset).getUint32(0, true) });
+    }
+    const meta = await this.db.get(metaKey(partition));
+    if (meta !== undefined) {
+      const parsed = JSON.parse(decoder.decode(meta)) as { watermarkMs: number | null };
+      if (parsed.watermarkMs !== null) watermarkMs = parsed.watermarkMs;
+    }
+    const storedChanges = await this.db.get(changesKey(partition));
+    if (storedChanges !== undefined) changes = JSON.parse(decoder.decode(storedChanges)) as PeriodChange[];
+
+    return { watermarkMs, dictSegments, hourIndexes, seals, changes };
+  }
+
+  async loadHours(partition: number, hourIndexes: readonly number[]): Promise<(Uint8Array | undefined)[]> {
+    return this.db.getMany(hourIndexes.map((h) => hourKey(partition, h)));
+  }
+
+  /** Writes all ops in one atomic batch. */
+  async write(ops: readonly StorageOp[]): Promise<void> {
+    if (ops.length === 0) return;
+    await this.db.batch(ops.map((op) => (op.type === 'put' ? { type: 'put' as const, key: op.key, value: op.value } : { type: 'del' as const, key: op.key })));
+  }
+
+  async getJson<T>(key: string): Promise<T | undefined> {
+    const value = await this.db.get(key);
+
+    return value === undefined ? undefined : (JSON.parse(decoder.decode(value)) as T);
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
+
+/** A put of a JSON value, for node-level records written in a state batch. */
+export function jsonPut(key: string, value: unknown): StorageOp {
+  return { type: 'put', key, value: new TextEncoder().encode(JSON.stringify(value)) };
+}
