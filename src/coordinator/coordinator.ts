@@ -112,13 +112,14 @@ export class Coordinator {
 
     // Decide.
     const finals = this.finals(reports, globalWatermarkMs);
+    // Before the restatements: a period can close and be restated in one round.
+    for (const write of finals) this.noteVersion(write);
     const restatements = this.restatements(reports);
     const restatedKeys = [...restatements.keys()];
     const provisionalKeys = this.provisionalKeys(reports, globalWatermarkMs);
     const counts = await this.sumCounts([...restatedKeys, ...provisionalKeys]);
 
     const versions: VersionWrite[] = [...finals];
-    for (const write of finals) this.noteVersion(write);
     for (const key of restatedKeys) {
       const write = this.restate(key, counts.get(key) ?? 0, restatements.get(key) as Restatement, globalWatermarkMs);
       if (write !== null) versions.push(write);

@@ -5,6 +5,8 @@ import { DAY_MS, HOUR_MS, WEEK_MS, dayStart, weekStart, type PeriodType } from '
 const { RoaringBitmap32 } = roaring;
 type Bitmap = InstanceType<typeof RoaringBitmap32>;
 
+const EMPTY = new RoaringBitmap32();
+
 /** One UTC hour's set of dense user ids in one partition. */
 interface HourEntry {
   /** Null while evicted: the set is in storage only. */
@@ -215,7 +217,9 @@ export class PeriodSets {
       const entry = this.hours.get(h);
       if (entry !== undefined) parts.push(this.touch(entry));
     }
-    const bitmap = parts.length === 0 ? new RoaringBitmap32() : RoaringBitmap32.orMany(parts);
+    // A period with no data here is answered without caching a set for it.
+    if (parts.length === 0) return EMPTY;
+    const bitmap = RoaringBitmap32.orMany(parts);
     this.unions.set(key, { bitmap, lastUsed: ++this.tick });
 
     return bitmap;
