@@ -90,6 +90,7 @@ async function replay(paths: string[], flags: ReplayFlags, io: CliIo): Promise<R
       },
       dataDir: flags.dataDir,
       postgresUrl: flags.postgres,
+      postgresSchema: flags.postgresSchema,
       settings,
       roundIntervalMs: flags.roundInterval,
       logger: createLogger({ level: bar === null ? flags.logLevel : 'warn', component: 'replay' }),

@@ -16,6 +16,8 @@ export interface ReplayOptions {
   readonly dataDir: string;
   /** A PostgreSQL server for the rows, instead of the embedded store in the data directory. */
   readonly postgresUrl?: string;
+  /** The schema on that server. @default public */
+  readonly postgresSchema?: string;
   readonly settings: EngineSettings;
   /** Wall time between coordinator rounds (checkpoint, close, restate). @default 5000 */
   readonly roundIntervalMs?: number;
@@ -66,7 +68,9 @@ interface Progress {
 export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> {
   const started = performance.now();
   const warehouse = await Warehouse.open(
-    options.postgresUrl === undefined ? { dataDir: options.dataDir } : { postgresUrl: options.postgresUrl },
+    options.postgresUrl === undefined
+      ? { dataDir: options.dataDir }
+      : { postgresUrl: options.postgresUrl, schema: options.postgresSchema },
   );
 
   try {
