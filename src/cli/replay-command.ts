@@ -119,7 +119,7 @@ export function formatSummary(s: ReplaySummary): string {
   const total = Object.values(s.rejected).reduce((a, b) => a + b, 0);
 
   return [
-    `records read:     ${s.records}${s.resumedPastRecords > 0 ? ` (resumed after ${s.resumedPastRecords} done earlier)` : ''}`,
+    `records read:     ${s.records}${s.resumed === null ? '' : ` (resumed: done earlier: ${s.resumed})`}`,
     `accepted:         ${s.accepted}`,
     `rejected:         ${total}${rejected === '' ? '' : `\n${rejected}`}`,
     `distinct users:   ${s.distinctUsers}`,

@@ -1,0 +1,133 @@
+/**
+ * The command line end to end on small files: rejections with reasons in
+ * the dead-letter table, nested JSON paths, CSV and JSON output formats,
+ * version history, filings, resuming a replay, and clear errors for bad
+ * flags.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import zlib from 'node:zlib';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { runCli } from '../support/cli.js';
+
+let dir: string;
+
+beforeAll(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'speedlayer-cli-'));
+});
+
+afterAll(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+const line = (o: unknown): string => JSON.stringify(o);
+
+describe('speedlayer replay and query', () => {
+  it('counts nested NDJSON ids, rejects bad records with reasons, and prints the exact CSV columns', async () => {
+    const file = path.join(dir, 'events.ndjson.gz');
+    const records = [
+      line({ actor: { login: 'alice' }, at: '2026-03-29T10:15:00+02:00' }),
+      line({ actor: { login: 'bob' }, at: '2026-03-29T08:59:59Z' }),
+      line({ actor: { login: 123 }, at: '2026-03-29T09:30:00Z' }),
+      line({ actor: { login: '123' }, at: '2026-03-29T09:31:00Z' }),
+      line({ actor: { login: '  ' }, at: '2026-03-29T09:32:00Z' }),
+      line({ actor: {}, at: '2026-03-29T09:33:00Z' }),
+      line({ actor: { login: 'carol' }, at: 'yesterday' }),
+      '{not json',
+      line({ actor: { login: 'dave' }, at: '2026-03-30T23:00:00-05:00' }),
+    ];
+    await fs.writeFile(file, zlib.gzipSync(`${records.join('\n')}\n`));
+    const store = ['--data-dir', path.join(dir, 'nd')];
+
+    const replay = await runCli(['replay', file, '--user-field', 'actor.login', '--time-field', 'at', '--time-format', 'iso', ...store, '--log-level', 'silent']);
+    expect(replay.code).toBe(0);
+    expect(replay.stdout).toContain('records read:     9');
+    expect(replay.stdout).toContain('accepted:         5');
+
+    const csv = await runCli(['query', '--format', 'csv', ...store]);
+    expect(csv.stdout).toBe(
+      [
+        'period_type,period_start,distinct_users,version,status',
+        'hour,2026-03-29T08:00:00Z,2,1,final',
+        'hour,2026-03-29T09:00:00Z,1,1,final',
+        'hour,2026-03-31T04:00:00Z,1,1,final',
+        'day,2026-03-29T00:00:00Z,3,1,final',
+        'day,2026-03-31T00:00:00Z,1,1,final',
+        'week,2026-03-23T00:00:00Z,3,1,final',
+        'week,2026-03-30T00:00:00Z,1,1,final',
+        '',
+      ].join('\n'),
+    );
+
+    const rejects = await runCli(['rejects', '--format', 'json', ...store]);
+    const summary = JSON.parse(rejects.stdout) as { counts: Record<string, number>; examples: Record<string, { line: number }[]> };
+    expect(summary.counts).toEqual({ invalid_user_id: 2, invalid_time: 1, malformed: 1 });
+    expect(summary.examples.invalid_time?.[0]?.line).toBe(7);
+  });
+
+  it('filters by period and range, lists history, files a number and shows it beside the current one', async () => {
+    const file = path.join(dir, 'late.csv');
+    // In receive order: day 2026-03-29 closes at 00:10 on the 30th; bob arrives for it at 02:00.
+    await fs.writeFile(
+      file,
+      [
+        'user,event_time,received',
+        'alice,2026-03-29T10:00:00Z,2026-03-29T10:00:01Z',
+        'carol,2026-03-30T01:00:00Z,2026-03-30T01:00:01Z',
+        'bob,2026-03-29T22:00:00Z,2026-03-30T02:00:00Z',
+        '',
+      ].join('\n'),
+    );
+    const store = ['--data-dir', path.join(dir, 'late')];
+    const replay = await runCli(['replay', file, '--user-field', 'user', '--time-field', 'event_time', '--receive-time-field', 'received', ...store, '--log-level', 'silent']);
+    expect(replay.code).toBe(0);
+
+    const day = await runCli(['query', '--period', 'day', '--from', '2026-03-29', '--to', '2026-03-30', '--format', 'json', ...store]);
+    expect(JSON.parse(day.stdout)).toEqual([
+      { period_type: 'day', period_start: '2026-03-29T00:00:00Z', distinct_users: 2, version: 2, status: 'restated' },
+    ]);
+
+    const history = await runCli(['query', '--history', '--period', 'day', '--format', 'csv', ...store]);
+    const rows = history.stdout.trimEnd().split('\n');
+    expect(rows[0]).toBe('period_type,period_start,version,distinct_users,status,reason,written_at');
+    expect(rows[1]).toMatch(/^day,2026-03-29T00:00:00Z,1,1,final,/);
+    expect(rows[2]).toMatch(/^day,2026-03-29T00:00:00Z,2,2,restated,restated: \+1 users from 1 late events in 1 of 16 partitions,/);
+
+    const filed = await runCli(['file', '--period', 'day', '--start', '2026-03-30', '--by', 'finance', '--note', 'board deck', ...store]);
+    expect(filed.code).toBe(0);
+    expect(filed.stdout).toMatch(/^filed #1: day 2026-03-30T00:00:00.000Z = 1 \(version 1\) by finance/);
+
+    const filings = await runCli(['filings', '--format', 'csv', ...store]);
+    expect(filings.stdout.split('\n')[1]).toMatch(/^1,day,2026-03-30T00:00:00Z,1,1,1,1,final,0,finance,.*,board deck$/);
+  });
+
+  it('resumes an interrupted replay and does not count a replayed file twice', async () => {
+    const file = path.join(dir, 'twice.csv');
+    await fs.writeFile(file, 'u,t\na,2026-01-05T10:00:00Z\nb,2026-01-05T11:00:00Z\n');
+    const store = ['--data-dir', path.join(dir, 'twice')];
+    const args = ['replay', file, '--user-field', 'u', '--time-field', 't', ...store, '--log-level', 'silent'];
+
+    expect((await runCli(args)).code).toBe(0);
+    const again = await runCli(args);
+    expect(again.stdout).toContain('records read:     0 (resumed: done earlier: twice.csv up to line 3)');
+    const csv = await runCli(['query', '--period', 'day', '--format', 'csv', ...store]);
+    expect(csv.stdout).toBe('period_type,period_start,distinct_users,version,status\nday,2026-01-05T00:00:00Z,2,1,final\n');
+  });
+
+  it('explains bad flags and missing options', async () => {
+    const bad = await runCli(['replay', 'x.csv', '--allowed-lateness', 'ten minutes']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain("not a duration: 'ten minutes'");
+
+    const noField = await runCli(['replay', path.join(dir, 'twice.csv'), '--data-dir', path.join(dir, 'nofield'), '--log-level', 'silent']);
+    expect(noField.code).toBe(1);
+    expect(noField.stderr).toMatch(/user/i);
+
+    const help = await runCli(['--help']);
+    expect(help.stdout).toContain('replay');
+    expect(help.stdout).toContain('filings');
+  });
+});
