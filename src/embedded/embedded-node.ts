@@ -106,6 +106,20 @@ export class EmbeddedNode {
     return this.actors.reduce((n, a) => n + a.knownUsers, 0);
   }
 
+  /** Resident dictionary bytes, hours on disk only, and hours read back, over all partitions. */
+  get stats(): { knownUsers: number; dictionaryBytes: number; evictedHours: number; hourLoads: number } {
+    let dictionaryBytes = 0;
+    let evictedHours = 0;
+    let hourLoads = 0;
+    for (const actor of this.actors) {
+      dictionaryBytes += actor.dictionaryBytes;
+      evictedHours += actor.spillStats.evictedHours;
+      hourLoads += actor.spillStats.hourLoads;
+    }
+
+    return { knownUsers: this.knownUsers, dictionaryBytes, evictedHours, hourLoads };
+  }
+
   /** Routes and applies one batch of parsed events; its record rejects are kept too. */
   async ingest(batch: EventBatch): Promise<IngestResult> {
     const routed = this.router.route(batch);

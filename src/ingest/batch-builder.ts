@@ -70,7 +70,7 @@ export class BatchBuilder {
     this.rejects.push({ source: this.source, line, reason, detail, raw: cutRaw(raw) });
   }
 
-  /** Hands out what was collected as a batch that covers lines up to `lastLine`, and starts anew. */
+  /** Hands out what was collected as a batch covering lines up to `lastLine`, and starts anew. */
   take(lastLine: number): EventBatch {
     const n = this.length;
     const batch: EventBatch = {

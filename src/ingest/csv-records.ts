@@ -216,7 +216,10 @@ export class CsvParser implements RecordParser {
           break;
         }
 
-        if (after === Char.CarriageReturn && (i + 1 >= text.length || text.charCodeAt(i + 1) === Char.LineFeed)) {
+        if (
+          after === Char.CarriageReturn &&
+          (i + 1 >= text.length || text.charCodeAt(i + 1) === Char.LineFeed)
+        ) {
           if (i + 1 >= text.length && !final) {
             return Scan.Incomplete;
           }

@@ -109,6 +109,11 @@ export class EventRouter {
       let receiveMs = batch.receiveTimeMs?.[i] ?? Number.NaN;
 
       if (o.watermarkMode === 'clock') {
+        // A receive time from a collector whose clock runs ahead must not drag the watermark forward.
+        if (receiveMs > o.now() + o.maxFutureSkewMs) {
+          rejects.push(deadLetter(batch, i, 'future', `receive time ${isoOrNumber(receiveMs)} is later than the wall clock`));
+          continue;
+        }
         if (receiveMs > this.clockMs) this.tickClock(receiveMs);
         if (Number.isNaN(receiveMs)) receiveMs = this.clockMs;
       } else if (Number.isNaN(receiveMs)) {

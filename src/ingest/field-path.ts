@@ -48,7 +48,9 @@ export function splitFieldPath(path: string): string[] {
     if (ch === '\\') {
       const next = path[i + 1];
       if (next === undefined) {
-        throw new Error(`field path '${path}' ends in a lone backslash; write \\\\ for a backslash`);
+        throw new Error(
+          `field path '${path}' ends in a lone backslash; write \\\\ for a backslash`,
+        );
       }
 
       key += next;
@@ -63,7 +65,9 @@ export function splitFieldPath(path: string): string[] {
   keys.push(key);
 
   if (keys.some((k) => k.length === 0)) {
-    throw new Error(`field path '${path}' has an empty key; write a\\.b for a key that contains a dot`);
+    throw new Error(
+      `field path '${path}' has an empty key; write a\\.b for a key that contains a dot`,
+    );
   }
 
   return keys;

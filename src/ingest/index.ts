@@ -1,19 +1,8 @@
 export { parseCombinedLogTime, parseEventTime, parseIsoTime } from './event-time.js';
 export { compileFieldPath } from './field-path.js';
-export {
-  DEFAULT_BATCH_SIZE,
-  inputFormatOf,
-  listEventFiles,
-  readEvents,
-} from './readers.js';
+export { DEFAULT_BATCH_SIZE, inputFormatOf, listEventFiles, readEvents } from './readers.js';
 export type { ReadOptions } from './readers.js';
 export { REJECT_REASONS } from './types.js';
-export type {
-  EventBatch,
-  InputFormat,
-  RecordReject,
-  RejectReason,
-  TimeFormat,
-} from './types.js';
+export type { EventBatch, InputFormat, RecordReject, RejectReason, TimeFormat } from './types.js';
 export { readUserId } from './user-id.js';
 export type { UserIdResult } from './user-id.js';

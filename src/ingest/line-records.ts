@@ -140,7 +140,9 @@ export class NdjsonParser extends LineParser {
     }
 
     const receiveTimeMs =
-      fields.receiveTime === null ? NaN : eventTimeMsOf(fields.receiveTime(record), this.timeFormat);
+      fields.receiveTime === null
+        ? NaN
+        : eventTimeMsOf(fields.receiveTime(record), this.timeFormat);
     const eventId = fields.eventId === null ? undefined : eventIdText(fields.eventId(record));
     this.builder.add(userId, eventTimeMs, receiveTimeMs, line, eventId);
   }
@@ -168,7 +170,8 @@ export class CombinedLogParser extends LineParser {
     const authEnd = identEnd < 0 ? -1 : tokenEnd(text, identEnd + 1, end);
     const open = authEnd + 1;
     if (authEnd < 0 || open >= end || text.charCodeAt(open) !== Char.OpenBracket) {
-      this.rejectLine(line, text, start, end, `not a combined log line: expected 'client ident user [time]'`);
+      const detail = `not a combined log line: expected 'client ident user [time]'`;
+      this.builder.reject(line, 'malformed', detail, text.slice(start, end));
 
       return;
     }
@@ -178,7 +181,8 @@ export class CombinedLogParser extends LineParser {
       close++;
     }
     if (close >= end || close === open + 1) {
-      this.rejectLine(line, text, start, end, 'not a combined log line: the [time] has no closing bracket');
+      const detail = 'not a combined log line: the [time] has no closing bracket';
+      this.builder.reject(line, 'malformed', detail, text.slice(start, end));
 
       return;
     }
@@ -193,10 +197,6 @@ export class CombinedLogParser extends LineParser {
     }
 
     this.builder.add(text.slice(start, userEnd), eventTimeMs, NaN, line, undefined);
-  }
-
-  private rejectLine(line: number, text: string, start: number, end: number, detail: string): void {
-    this.builder.reject(line, 'malformed', detail, text.slice(start, end));
   }
 }
 

@@ -8,7 +8,7 @@ import { createGunzip } from 'node:zlib';
 import { BatchBuilder, type RecordParser } from './batch-builder.js';
 import { CsvParser } from './csv-records.js';
 import { compileFieldPath } from './field-path.js';
-import { CombinedLogParser, NdjsonParser } from './line-records.js';
+import { CombinedLogParser, NdjsonParser, type NdjsonFields } from './line-records.js';
 import type { EventBatch, InputFormat, TimeFormat } from './types.js';
 
 /**
@@ -37,7 +37,7 @@ export interface ReadOptions {
    * logs, whose user is the client address.
    */
   userField?: string;
-  /** Where the event time is, like `userField`. Required for NDJSON and CSV; ignored for combined logs. */
+  /** Where the event time is, like `userField`. Required for NDJSON and CSV; ignored for logs. */
   timeField?: string;
   /**
    * How event (and receive) times are written. Combined logs always use
@@ -57,7 +57,7 @@ export interface ReadOptions {
    * @default 8192
    */
   batchSize?: number;
-  /** Per source path: skip the records that start on this line or earlier (resume after a checkpoint). */
+  /** Per source path: skip the records that start on this line or before (resume after it). */
   fromLine?: Map<string, number>;
 }
 
@@ -131,35 +131,23 @@ async function collectFiles(dir: string, files: string[]): Promise<void> {
   }
 }
 
-/** Options with defaults applied and field paths checked. */
+/** Options with defaults applied and field paths compiled. */
 interface ReadSettings {
-  readonly userField: string | undefined;
-  readonly timeField: string | undefined;
+  readonly userField: string;
+  readonly timeField: string;
   readonly timeFormat: TimeFormat;
   readonly receiveTimeField: string | undefined;
   readonly eventIdField: string | undefined;
   readonly batchSize: number;
   readonly fromLine: ReadonlyMap<string, number>;
+  /** The compiled field paths, when some source is NDJSON. */
+  readonly ndjsonFields: NdjsonFields | null;
 }
 
-function settingsOf(options: ReadOptions): ReadSettings {
-  const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
-  if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new Error(`batchSize must be a positive integer, got ${batchSize}`);
-  }
-
-  return {
-    userField: options.userField,
-    timeField: options.timeField,
-    timeFormat: options.timeFormat ?? 'auto',
-    receiveTimeField: options.receiveTimeField,
-    eventIdField: options.eventIdField,
-    batchSize,
-    fromLine: options.fromLine ?? new Map(),
-  };
-}
-
-/** Finds the format of each file, and fails before anything is read if one is unknown. */
+/**
+ * Finds the format of each file and checks the options against them, so
+ * that a mistake fails before anything is read.
+ */
 function planSources(files: string[], options: ReadOptions): [string, InputFormat][] {
   return files.map((file) => {
     const format = options.format ?? inputFormatOf(file);
@@ -169,7 +157,10 @@ function planSources(files: string[], options: ReadOptions): [string, InputForma
       );
     }
 
-    if (format !== 'combined' && (options.userField === undefined || options.timeField === undefined)) {
+    if (
+      format !== 'combined' &&
+      (options.userField === undefined || options.timeField === undefined)
+    ) {
       throw new Error(
         `${file} is ${format}, which needs a user field and a time field (--user-field, --time-field)`,
       );
@@ -177,6 +168,37 @@ function planSources(files: string[], options: ReadOptions): [string, InputForma
 
     return [file, format];
   });
+}
+
+function settingsOf(options: ReadOptions, formats: InputFormat[]): ReadSettings {
+  const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new Error(`batchSize must be a positive integer, got ${batchSize}`);
+  }
+
+  const userField = options.userField ?? '';
+  const timeField = options.timeField ?? '';
+  const optionalPath = (path: string | undefined) =>
+    path === undefined ? null : compileFieldPath(path);
+  const ndjsonFields = formats.includes('ndjson')
+    ? {
+        userId: compileFieldPath(userField),
+        eventTime: compileFieldPath(timeField),
+        receiveTime: optionalPath(options.receiveTimeField),
+        eventId: optionalPath(options.eventIdField),
+      }
+    : null;
+
+  return {
+    userField,
+    timeField,
+    timeFormat: options.timeFormat ?? 'auto',
+    receiveTimeField: options.receiveTimeField,
+    eventIdField: options.eventIdField,
+    batchSize,
+    fromLine: options.fromLine ?? new Map(),
+    ndjsonFields,
+  };
 }
 
 /**
@@ -192,16 +214,18 @@ function planSources(files: string[], options: ReadOptions): [string, InputForma
  * The strings in a batch may keep a large input chunk alive; consumers must
  * not retain them (see the note at the top of this module).
  *
- * @throws Error, before any batch of the affected file, when a format
- *   cannot be told from a file name, a required field option is missing,
- *   or a CSV header lacks a configured column
+ * @throws Error before the first batch when a format cannot be told from a
+ *   file name, a required field option is missing or a field path is not
+ *   valid; and before the first batch of a CSV file whose header lacks a
+ *   configured column
  */
 export async function* readEvents(
   paths: readonly string[],
   options: ReadOptions,
 ): AsyncGenerator<EventBatch> {
-  const settings = settingsOf(options);
   const sources = planSources(await listEventFiles(paths), options);
+  const formats = sources.map(([, format]) => format);
+  const settings = settingsOf(options, formats);
 
   for (const [source, format] of sources) {
     yield* readSource(source, format, settings);
@@ -250,36 +274,26 @@ function parserFor(
   settings: ReadSettings,
 ): RecordParser {
   const skipThroughLine = settings.fromLine.get(source) ?? 0;
-  const userField = settings.userField ?? '';
-  const timeField = settings.timeField ?? '';
 
   switch (format) {
     case 'combined':
       return new CombinedLogParser(builder, skipThroughLine);
-    case 'csv':
-      return new CsvParser(
-        source,
-        builder,
-        skipThroughLine,
-        {
-          userId: userField,
-          eventTime: timeField,
-          receiveTime: settings.receiveTimeField,
-          eventId: settings.eventIdField,
-        },
-        settings.timeFormat,
-      );
-    case 'ndjson': {
-      const optionalPath = (path: string | undefined) =>
-        path === undefined ? null : compileFieldPath(path);
-      const fields = {
-        userId: compileFieldPath(userField),
-        eventTime: compileFieldPath(timeField),
-        receiveTime: optionalPath(settings.receiveTimeField),
-        eventId: optionalPath(settings.eventIdField),
+    case 'csv': {
+      const columns = {
+        userId: settings.userField,
+        eventTime: settings.timeField,
+        receiveTime: settings.receiveTimeField,
+        eventId: settings.eventIdField,
       };
 
-      return new NdjsonParser(builder, skipThroughLine, fields, settings.timeFormat);
+      return new CsvParser(source, builder, skipThroughLine, columns, settings.timeFormat);
+    }
+    case 'ndjson': {
+      if (settings.ndjsonFields === null) {
+        throw new Error('NDJSON field paths were not compiled');
+      }
+
+      return new NdjsonParser(builder, skipThroughLine, settings.ndjsonFields, settings.timeFormat);
     }
   }
 }
@@ -290,11 +304,10 @@ function parserFor(
  * decoded as UTF-8, without a leading byte order mark.
  *
  * Chunks are cut at line-feed bytes, which never occur inside a multi-byte
- * UTF-8 character, and each is decoded from one buffer. That keeps every
- * chunk a flat string: joining a partial line to the next chunk's text
- * would make a cons string, on which every charCodeAt is much slower. The
- * partial line at the end of a read is decoded together with the first line
- * of the next read, as a small chunk of its own.
+ * UTF-8 character, so no decoder state spans two reads. The partial line at
+ * the end of a read is decoded together with the first line of the next
+ * read, as a small chunk of its own; so a big chunk is never joined to a
+ * partial line, which would copy it once more.
  */
 async function* readLineChunks(source: string): AsyncGenerator<string> {
   const file = createReadStream(source, { highWaterMark: READ_CHUNK_BYTES });

@@ -119,6 +119,11 @@ export class PartitionActor {
     return this.dict.residentBytes;
   }
 
+  /** How much of the partition's state is on disk only, and how often it was read back. */
+  get spillStats(): { evictedHours: number; hourLoads: number } {
+    return { evictedHours: this.sets.evictedHourCount, hourLoads: this.sets.hourLoads };
+  }
+
   /** Applies a batch: events in order, each watermark mark before the event it precedes. */
   async apply(batch: PartitionBatch): Promise<void> {
     await this.load(this.hoursNeededFor(batch));

@@ -31,6 +31,14 @@ export class PeriodSets {
   private tick = 0;
   private evictedHours = 0;
 
+  /** Hours read back from storage so far. */
+  hourLoads = 0;
+
+  /** Number of hours in storage only. */
+  get evictedHourCount(): number {
+    return this.evictedHours;
+  }
+
   /** Whether any hour is in storage only. */
   get hasEvicted(): boolean {
     return this.evictedHours > 0;
@@ -55,6 +63,7 @@ export class PeriodSets {
     entry.bitmap = RoaringBitmap32.deserialize(serialized, 'portable');
     entry.lastUsed = ++this.tick;
     this.evictedHours--;
+    this.hourLoads++;
   }
 
   hasHour(hourIndex: number): boolean {

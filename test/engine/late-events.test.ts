@@ -61,21 +61,24 @@ function arrivals(seed: number, n: number): ModelEvent[] {
   return out;
 }
 
-async function setup(): Promise<{ dir: string; warehouse: Warehouse; open: () => Promise<EmbeddedNode> }> {
+async function setup(memoryBudgetBytes = settings.memoryBudgetBytes): Promise<{ dir: string; warehouse: Warehouse; open: () => Promise<EmbeddedNode> }> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'speedlayer-late-'));
   dirs.push(dir);
   const warehouse = await Warehouse.open({ dataDir: dir });
   const open = (): Promise<EmbeddedNode> =>
-    EmbeddedNode.open({ ...settings, stateDir: path.join(dir, 'state'), warehouse, logger: silentLogger() });
+    EmbeddedNode.open({ ...settings, memoryBudgetBytes, stateDir: path.join(dir, 'state'), warehouse, logger: silentLogger() });
 
   return { dir, warehouse, open };
 }
 
 describe('late events', () => {
-  it('keep version 1 as the on-time count and restate to the count of all accepted events', async () => {
+  it.each([
+    { budget: 'ample memory', memoryBudgetBytes: 1024 ** 3 },
+    { budget: 'a 1-byte memory budget (closed periods spill to disk)', memoryBudgetBytes: 1 },
+  ])('keep version 1 as the on-time count and restate to the count of all accepted events, with $budget', async ({ memoryBudgetBytes }) => {
     const events = arrivals(7, 12_000);
     const model = lateModel(events, settings);
-    const { warehouse, open } = await setup();
+    const { warehouse, open } = await setup(memoryBudgetBytes);
     const node = await open();
 
     let rounds = 0;
@@ -87,8 +90,15 @@ describe('late events', () => {
       }
     }
     await node.finish();
+    const stats = node.stats;
     await node.close();
     rounds += 2;
+    if (memoryBudgetBytes === 1) {
+      expect(stats.hourLoads).toBeGreaterThan(100);
+      expect(stats.evictedHours).toBeGreaterThan(100);
+    } else {
+      expect(stats.hourLoads).toBe(0);
+    }
 
     const history = await warehouse.queryHistory({});
     const current = await warehouse.queryCurrent({});
