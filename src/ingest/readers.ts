@@ -357,6 +357,10 @@ async function* readLineChunks(source: string): AsyncGenerator<string> {
       yield decodeUtf8(chunk.subarray(from, lastLineFeed + 1));
       rest = chunk.subarray(lastLineFeed + 1);
     }
+  } catch (err) {
+    // Say which file: a gzip error alone reads "unexpected end of file".
+    const message = err instanceof Error ? err.message : String(err);
+    throw new Error(`cannot read ${source}: ${message}`, { cause: err });
   } finally {
     file.destroy();
     bytes.destroy();
