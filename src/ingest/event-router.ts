@@ -1,4 +1,4 @@
-import { HOUR_MS, WEEK_MS, isoSeconds, weekStart } from '../periods/index.js';
+import { HOUR_MS, WEEK_MS, weekStart } from '../periods/index.js';
 import { hashUserId, partitionOf, slotHashOf, type Hash64 } from '../shard/user-hash.js';
 import type { PartitionBatch, WatermarkMark } from '../shard/types.js';
 import type { DeadLetterWrite } from '../sink/types.js';
@@ -221,12 +221,15 @@ function deadLetter(batch: EventBatch, i: number, reason: 'future' | 'too_old', 
   return { source: batch.source, line: batch.lines[i] as number, reason, detail, raw: JSON.stringify(record) };
 }
 
-/** ISO text of an instant, or the raw number where a Date cannot hold it. */
+/**
+ * ISO text of an instant (with milliseconds), or the epoch milliseconds as a
+ * number outside years 0000-9999, so that a unit mistake stays visible.
+ */
 function isoOrNumber(ms: number): string | number | null {
   if (Number.isNaN(ms)) return null;
-  if (Math.abs(ms) > 8.64e15) return ms;
+  if (ms < -62_167_219_200_000 || ms > 253_402_300_799_999) return ms;
 
-  return isoSeconds(ms);
+  return new Date(ms).toISOString();
 }
 
 function formatGap(ms: number): string {

@@ -18,10 +18,13 @@ export interface Hash64 {
 }
 
 // FNV prime 0x100000001b3 = 2^40 + 0x1b3, so h * prime = h * 0x1b3 + (h << 40).
+// The low half times 0x1b3 is taken in 16-bit pieces to stay in exact integer math.
 function mixByte(h: Hash64, byte: number): void {
   const lo = (h.lo ^ byte) >>> 0;
-  const low = lo * 0x1b3;
-  const carry = Math.floor(low / TWO_32);
+  const low16 = (lo & 0xffff) * 0x1b3;
+  const high16 = (lo >>> 16) * 0x1b3;
+  const low = low16 + (high16 & 0xffff) * 0x10000;
+  const carry = (high16 >>> 16) + (low >= TWO_32 ? 1 : 0);
 
   h.hi = (Math.imul(h.hi, 0x1b3) + carry + (lo << 8)) >>> 0;
   h.lo = low >>> 0;
