@@ -40,30 +40,6 @@ export interface RoutedBatch {
   readonly accepted: number;
 }
 
-class PartitionBatchBuilder {
-  userIds: string[] = [];
-  slotHashes: number[] = [];
-  eventTimeMs: number[] = [];
-  marks: WatermarkMark[] = [];
-
-  constructor(readonly partition: number) {}
-
-  get empty(): boolean {
-    return this.userIds.length === 0 && this.marks.length === 0;
-  }
-
-  build(): PartitionBatch {
-    return {
-      partition: this.partition,
-      length: this.userIds.length,
-      userIds: this.userIds,
-      slotHashes: Uint32Array.from(this.slotHashes),
-      eventTimeMs: Float64Array.from(this.eventTimeMs),
-      marks: this.marks,
-    };
-  }
-}
-
 /**
  * Judges each parsed event (future skew, restatement horizon), routes the
  * accepted ones to their partitions by the hash of the user id, and weaves
@@ -76,7 +52,12 @@ export class EventRouter {
   private clockMs = Number.NEGATIVE_INFINITY;
   private maxEventMs = Number.NEGATIVE_INFINITY;
   private readonly hash: Hash64 = { hi: 0, lo: 0 };
-  private builders: PartitionBatchBuilder[] = [];
+
+  // Per batch: where each event goes (-1 = rejected) and the watermarks to weave in.
+  private partitionOf = new Int32Array(8192);
+  private slotHashes = new Uint32Array(8192);
+  private marks: { at: number; watermarkMs: number }[] = [];
+  private position = 0;
 
   constructor(private readonly options: EventRouterOptions) {}
 
@@ -100,24 +81,35 @@ export class EventRouter {
   /** Routes one batch of parsed events. */
   route(batch: EventBatch): RoutedBatch {
     const o = this.options;
+    const n = batch.length;
     const rejects: DeadLetterWrite[] = [];
+    const counts = new Int32Array(o.partitions);
+    const wallMs = o.now();
     let accepted = 0;
-    this.builders = Array.from({ length: o.partitions }, (_, p) => new PartitionBatchBuilder(p));
 
-    for (let i = 0; i < batch.length; i++) {
+    if (this.partitionOf.length < n) {
+      this.partitionOf = new Int32Array(n);
+      this.slotHashes = new Uint32Array(n);
+    }
+    this.marks = [];
+
+    // Pass 1: judge, hash, and note where the watermark moves.
+    for (let i = 0; i < n; i++) {
+      this.position = i;
+      this.partitionOf[i] = -1;
       const eventMs = batch.eventTimeMs[i] as number;
-      let receiveMs = batch.receiveTimeMs?.[i] ?? Number.NaN;
+      let receiveMs = batch.receiveTimeMs === null ? Number.NaN : (batch.receiveTimeMs[i] as number);
 
       if (o.watermarkMode === 'clock') {
         // A receive time from a collector whose clock runs ahead must not drag the watermark forward.
-        if (receiveMs > o.now() + o.maxFutureSkewMs) {
+        if (receiveMs > wallMs + o.maxFutureSkewMs) {
           rejects.push(deadLetter(batch, i, 'future', `receive time ${isoOrNumber(receiveMs)} is later than the wall clock`));
           continue;
         }
         if (receiveMs > this.clockMs) this.tickClock(receiveMs);
         if (Number.isNaN(receiveMs)) receiveMs = this.clockMs;
       } else if (Number.isNaN(receiveMs)) {
-        receiveMs = o.now();
+        receiveMs = wallMs;
       }
 
       if (eventMs > receiveMs + o.maxFutureSkewMs) {
@@ -129,31 +121,33 @@ export class EventRouter {
         continue;
       }
 
-      const userId = batch.userIds[i] as string;
-      hashUserId(userId, this.hash);
-      const b = this.builders[partitionOf(this.hash, o.partitions)] as PartitionBatchBuilder;
-      b.userIds.push(userId);
-      b.slotHashes.push(slotHashOf(this.hash));
-      b.eventTimeMs.push(eventMs);
+      hashUserId(batch.userIds[i] as string, this.hash);
+      const p = partitionOf(this.hash, o.partitions);
+      this.partitionOf[i] = p;
+      this.slotHashes[i] = slotHashOf(this.hash);
+      counts[p] = (counts[p] as number) + 1;
       accepted++;
 
       if (o.watermarkMode === 'event-time' && eventMs > this.maxEventMs) {
         this.maxEventMs = eventMs;
+        this.position = i + 1;
         this.moveWatermark(eventMs - o.maxOutOfOrdernessMs);
       }
     }
-    this.markAll(this.watermarkMs);
+    this.position = n;
+    this.mark(this.watermarkMs);
 
-    return { batches: this.takeBatches(), rejects, accepted };
+    return { batches: this.partitionBatches(batch, counts), rejects, accepted };
   }
 
   /** Moves the clock forward with no input (clock mode): idle time still closes periods. */
   advanceClock(nowMs: number): PartitionBatch[] {
-    this.builders = Array.from({ length: this.options.partitions }, (_, p) => new PartitionBatchBuilder(p));
+    this.marks = [];
+    this.position = 0;
     if (nowMs > this.clockMs) this.tickClock(nowMs);
-    this.markAll(this.watermarkMs);
+    this.mark(this.watermarkMs);
 
-    return this.takeBatches();
+    return this.partitionBatches(null, new Int32Array(this.options.partitions));
   }
 
   /**
@@ -163,15 +157,16 @@ export class EventRouter {
   finish(): PartitionBatch[] {
     const o = this.options;
     const last = Math.max(this.maxEventMs, this.clockMs);
-    this.builders = Array.from({ length: o.partitions }, (_, p) => new PartitionBatchBuilder(p));
+    this.marks = [];
+    this.position = 0;
     if (Number.isFinite(last)) {
       const target = weekStart(last) + WEEK_MS + o.allowedLatenessMs;
       if (o.watermarkMode === 'clock') this.clockMs = Math.max(this.clockMs, target + o.maxOutOfOrdernessMs);
       this.moveWatermark(target);
     }
-    this.markAll(this.watermarkMs);
+    this.mark(this.watermarkMs);
 
-    return this.takeBatches();
+    return this.partitionBatches(null, new Int32Array(o.partitions));
   }
 
   private tickClock(nowMs: number): void {
@@ -186,25 +181,66 @@ export class EventRouter {
     // Partitions only act when a close point (an hour end plus the lateness) is passed.
     const lateness = this.options.allowedLatenessMs;
     if (Math.floor((ms - lateness) / HOUR_MS) > Math.floor((this.emittedMs - lateness) / HOUR_MS)) {
-      this.markAll(ms);
+      this.mark(ms);
     }
   }
 
-  /** Puts a watermark mark at the current position of every partition's stream. */
-  private markAll(ms: number): void {
+  /** Notes a watermark for every partition's stream at the current position. */
+  private mark(ms: number): void {
     if (!Number.isFinite(ms) || !(ms > this.emittedMs)) return;
     this.emittedMs = ms;
 
-    for (const b of this.builders) {
-      const last = b.marks[b.marks.length - 1];
-      if (last !== undefined && last.before === b.userIds.length) b.marks.pop();
-      b.marks.push({ before: b.userIds.length, watermarkMs: ms });
-    }
+    const last = this.marks[this.marks.length - 1];
+    if (last !== undefined && last.at === this.position) last.watermarkMs = ms;
+    else this.marks.push({ at: this.position, watermarkMs: ms });
   }
 
-  private takeBatches(): PartitionBatch[] {
-    const out = this.builders.filter((b) => !b.empty).map((b) => b.build());
-    this.builders = [];
+  /** Pass 2: each partition's events in order, with the watermarks woven in where they moved. */
+  private partitionBatches(batch: EventBatch | null, counts: Int32Array): PartitionBatch[] {
+    const P = this.options.partitions;
+    const userIds = Array.from({ length: P }, (_, p) => new Array<string>(counts[p] as number));
+    const slotHashes = Array.from({ length: P }, (_, p) => new Uint32Array(counts[p] as number));
+    const eventTimes = Array.from({ length: P }, (_, p) => new Float64Array(counts[p] as number));
+    const marks = Array.from({ length: P }, () => [] as WatermarkMark[]);
+    const fill = new Int32Array(P);
+    const n = batch?.length ?? 0;
+    let m = 0;
+
+    const weave = (upTo: number): void => {
+      for (; m < this.marks.length && (this.marks[m]?.at as number) <= upTo; m++) {
+        const watermarkMs = (this.marks[m] as { watermarkMs: number }).watermarkMs;
+        for (let p = 0; p < P; p++) {
+          const list = marks[p] as WatermarkMark[];
+          if (list.length > 0 && list[list.length - 1]?.before === fill[p]) list.pop();
+          list.push({ before: fill[p] as number, watermarkMs });
+        }
+      }
+    };
+
+    for (let i = 0; i < n; i++) {
+      weave(i);
+      const p = this.partitionOf[i] as number;
+      if (p < 0) continue;
+      const k = fill[p] as number;
+      (userIds[p] as string[])[k] = (batch as EventBatch).userIds[i] as string;
+      (slotHashes[p] as Uint32Array)[k] = this.slotHashes[i] as number;
+      (eventTimes[p] as Float64Array)[k] = (batch as EventBatch).eventTimeMs[i] as number;
+      fill[p] = k + 1;
+    }
+    weave(n);
+
+    const out: PartitionBatch[] = [];
+    for (let p = 0; p < P; p++) {
+      if (counts[p] === 0 && (marks[p] as WatermarkMark[]).length === 0) continue;
+      out.push({
+        partition: p,
+        length: counts[p] as number,
+        userIds: userIds[p] as string[],
+        slotHashes: slotHashes[p] as Uint32Array,
+        eventTimeMs: eventTimes[p] as Float64Array,
+        marks: marks[p] as WatermarkMark[],
+      });
+    }
 
     return out;
   }

@@ -337,6 +337,7 @@ export class PartitionActor {
     for (const hourIndex of this.openHours) {
       if (this.isSealed('hour', hourIndex * HOUR_MS)) {
         this.seal('hour', hourIndex * HOUR_MS);
+        this.sets.compactHour(hourIndex);
         this.openHours.delete(hourIndex);
       }
     }

@@ -183,6 +183,14 @@ export class PeriodSets {
     return freed;
   }
 
+  /** Packs a closed hour's set tightly: it is rarely written again. */
+  compactHour(hourIndex: number): void {
+    const bitmap = this.hours.get(hourIndex)?.bitmap;
+    if (bitmap === null || bitmap === undefined) return;
+    bitmap.runOptimize();
+    bitmap.shrinkToFit();
+  }
+
   /** Drops the derived set of a period, e.g. once it is closed and published. */
   forgetUnion(type: 'day' | 'week', startMs: number): void {
     this.unions.delete(unionKey(type, startMs));

@@ -1,0 +1,168 @@
+/**
+ * A shard's registration in etcd: one key under `shards/`, bound to a lease that this
+ * process keeps alive.
+ */
+import { EventEmitter } from 'node:events';
+
+import type { Watcher } from 'etcd3';
+
+import type { Membership, MembershipEvents, MembershipState } from './coordination-store.js';
+import { RingError } from './errors.js';
+import { cancelWatcher, fromEtcdError, revisionNumber, withTimeout, type EtcdContext } from './etcd-support.js';
+import { LeaseKeeper } from './lease-keeper.js';
+import { StateMachine, type TransitionTable } from './state-machine.js';
+
+export const SHARDS_PREFIX = 'shards/';
+
+/** What a shard key holds. */
+export interface ShardRecord {
+  readonly shardId: string;
+  readonly address: string;
+}
+
+const MEMBERSHIP_MOVES: TransitionTable<MembershipState> = {
+  registered: ['releasing', 'lost'],
+  releasing: ['released'],
+  released: [],
+  lost: [],
+};
+
+const SHARD_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$/;
+
+export function shardKey(shardId: string): string {
+  return `${SHARDS_PREFIX}${shardId}`;
+}
+
+export function checkShardId(shardId: string): void {
+  if (!SHARD_ID.test(shardId)) {
+    throw new RingError(
+      'invalid-argument',
+      `shard id ${JSON.stringify(shardId)} must be 1-253 letters, digits, '.', '_', ':' or '-', starting with a letter or digit`,
+    );
+  }
+}
+
+export class EtcdMembership extends EventEmitter<MembershipEvents> implements Membership {
+  private readonly machine: StateMachine<MembershipState>;
+  private keyWatcher: Watcher | undefined;
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly ctx: EtcdContext,
+    readonly shardId: string,
+    readonly address: string,
+    readonly leaseId: string,
+    private readonly keeper: LeaseKeeper,
+    private readonly forget: () => void,
+  ) {
+    super();
+    this.machine = new StateMachine('shard membership', MEMBERSHIP_MOVES, 'registered', (from, to) =>
+      this.emit('state', to, from),
+    );
+  }
+
+  /**
+   * Puts the shard key under a new lease, unless a live lease already holds it: then
+   * 'shard-taken' (retryable: the previous incarnation's lease expires within its TTL).
+   */
+  static async register(
+    ctx: EtcdContext,
+    record: ShardRecord,
+    ttlSeconds: number,
+    forget: () => void,
+  ): Promise<EtcdMembership> {
+    checkShardId(record.shardId);
+    const keeper = new LeaseKeeper(ctx.ns, ttlSeconds, ctx.requestTimeoutMs);
+
+    try {
+      const leaseId = await keeper.grant();
+      const key = shardKey(record.shardId);
+      const result = await ctx.ns
+        .if(key, 'Create', '==', 0)
+        .then(ctx.ns.put(key).value(JSON.stringify(record)).lease(leaseId))
+        .else(ctx.ns.get(key))
+        .commit();
+      if (!result.succeeded) {
+        throw new RingError('shard-taken', `shard ${record.shardId} is already registered under another live lease`);
+      }
+
+      const membership = new EtcdMembership(ctx, record.shardId, record.address, leaseId, keeper, forget);
+      await membership.watchKey(revisionNumber(result.header.revision));
+      membership.followLease();
+      ctx.logger.info({ shardId: record.shardId, address: record.address, leaseId, ttlSeconds }, 'shard registered');
+
+      return membership;
+    } catch (err) {
+      await keeper.revoke().catch(() => undefined);
+      throw keeper.lost ?? fromEtcdError(`registering shard ${record.shardId}`, err);
+    }
+  }
+
+  get state(): MembershipState {
+    return this.machine.state;
+  }
+
+  /** Revokes the lease, so that the shard disappears from the list at once. Safe to call twice. */
+  release(): Promise<void> {
+    this.closing ??= this.revokeLease();
+
+    return this.closing;
+  }
+
+  close(): Promise<void> {
+    return this.release();
+  }
+
+  private async revokeLease(): Promise<void> {
+    const releasing = this.machine.transition(['registered'], 'releasing');
+    await this.stopWatching();
+    this.forget();
+    if (!releasing) return;
+
+    try {
+      await this.keeper.revoke();
+    } finally {
+      this.machine.transition(['releasing'], 'released');
+      this.ctx.logger.info({ shardId: this.shardId, leaseId: this.leaseId }, 'shard released');
+    }
+  }
+
+  /** Watches the shard key from just after its creation, so that no deletion goes unseen. */
+  private async watchKey(createdRevision: number): Promise<void> {
+    const watcher = this.ctx.ns
+      .watch()
+      .key(shardKey(this.shardId))
+      .startRevision(String(createdRevision + 1))
+      .only('delete')
+      .watcher();
+    this.keyWatcher = watcher;
+    watcher.on('delete', () => this.lose(new RingError('lease-lost', `the key of shard ${this.shardId} was deleted`)));
+    // Without the watch nothing tells us the key is gone: treat it as lost.
+    watcher.on('error', (err) => this.lose(fromEtcdError(`watching the key of shard ${this.shardId}`, err)));
+
+    const connected = new Promise<void>((resolve) => watcher.once('connected', () => resolve()));
+    await withTimeout(connected, this.ctx.requestTimeoutMs, `watching the key of shard ${this.shardId}`);
+  }
+
+  private followLease(): void {
+    const lost = this.keeper.lost;
+    if (lost !== undefined) this.lose(lost);
+    else this.keeper.once('lost', (err) => this.lose(err));
+  }
+
+  private lose(error: RingError): void {
+    if (!this.machine.transition(['registered'], 'lost')) return;
+
+    this.keeper.release();
+    void this.stopWatching();
+    this.forget();
+    this.ctx.logger.warn({ shardId: this.shardId, leaseId: this.leaseId, err: error }, 'shard membership lost');
+    this.emit('lost', error);
+  }
+
+  private async stopWatching(): Promise<void> {
+    const watcher = this.keyWatcher;
+    this.keyWatcher = undefined;
+    if (watcher !== undefined) await cancelWatcher(watcher, this.ctx.requestTimeoutMs);
+  }
+}
