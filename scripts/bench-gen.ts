@@ -16,7 +16,16 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { isoSec, numberArg, parseArgs, progress, requiredArg, stringArg, workloadMetaOf, type WorkloadMeta } from './bench-lib.js';
+import {
+  isoSec,
+  numberArg,
+  parseArgs,
+  progress,
+  requiredArg,
+  stringArg,
+  workloadMetaOf,
+  type WorkloadMeta,
+} from './bench-lib.js';
 
 const HOUR_MS = 3_600_000;
 
@@ -35,7 +44,8 @@ if (!Number.isInteger(N) || !Number.isInteger(U) || !Number.isInteger(DAYS) || U
 if (N < U) throw new Error('--events must be >= --users (every user appears at least once)');
 if (N >= 2 ** 28) throw new Error('at most 2^28 events');
 const startMs = Date.parse(START);
-if (new Date(startMs).getUTCDay() !== 1 || startMs % HOUR_MS !== 0) throw new Error('--start must be a Monday 00:00 UTC');
+if (new Date(startMs).getUTCDay() !== 1 || startMs % HOUR_MS !== 0)
+  throw new Error('--start must be a Monday 00:00 UTC');
 
 /** sfc32 seeded from a string by cyrb128-like mixing (as in gen.mjs). */
 function seedWords(str: string): [number, number, number, number] {
@@ -81,7 +91,9 @@ function sfc32([a0, b0, c0, d0]: [number, number, number, number]): () => number
 
 const rnd = sfc32(seedWords(SEED));
 const t0 = performance.now();
-progress(`generating ${N.toLocaleString('en-US')} events over ${U.toLocaleString('en-US')} users, ${DAYS} days → ${OUT}`);
+progress(
+  `generating ${N.toLocaleString('en-US')} events over ${U.toLocaleString('en-US')} users, ${DAYS} days → ${OUT}`,
+);
 
 // rank -> user index permutation
 const perm = new Uint32Array(U);
@@ -159,7 +171,8 @@ const tmp = `${OUT}.tmp`;
 const fd = fs.openSync(tmp, 'w');
 const hash = crypto.createHash('sha256');
 const mmss: string[] = [];
-for (let s = 0; s < 3600; s++) mmss.push(`${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}Z`);
+for (let s = 0; s < 3600; s++)
+  mmss.push(`${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}Z`);
 const hourPrefix: string[] = [];
 for (let h = 0; h < H; h++) hourPrefix.push(isoSec(startMs + h * HOUR_MS).slice(0, 14));
 const uid = (u: number): string => `u${String(u).padStart(6, '0')}`;
@@ -174,7 +187,9 @@ const step = Math.max(1, Math.floor(N / 5));
 for (let k = 0; k < N; k++) {
   const i = (keys[k] as number) % 268435456;
   const s = sec[i] as number;
-  lines.push(`${uid(usr[i] as number)},${hourPrefix[(s / 3600) | 0] as string}${mmss[s % 3600] as string}\n`);
+  lines.push(
+    `${uid(usr[i] as number)},${hourPrefix[(s / 3600) | 0] as string}${mmss[s % 3600] as string}\n`,
+  );
   if (lines.length >= 65536) flush();
   if ((k + 1) % step === 0) progress(`written ${Math.round(((k + 1) / N) * 100)} %`);
 }

@@ -51,7 +51,9 @@ export const oracleMetaOf = (file: string): string => `${file}.oracle.json`;
 export const workloadMetaOf = (file: string): string => `${file}.meta.json`;
 
 /** `--name value`, `--name=value` and bare `--flag` (true). */
-export function parseArgs(argv: readonly string[] = process.argv.slice(2)): Map<string, string | true> {
+export function parseArgs(
+  argv: readonly string[] = process.argv.slice(2),
+): Map<string, string | true> {
   const out = new Map<string, string | true>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
@@ -80,7 +82,11 @@ export function stringArg(args: Map<string, string | true>, name: string): strin
   return v;
 }
 
-export function numberArg(args: Map<string, string | true>, name: string, fallback: number): number {
+export function numberArg(
+  args: Map<string, string | true>,
+  name: string,
+  fallback: number,
+): number {
   const v = stringArg(args, name);
   if (v === undefined) return fallback;
   const n = Number(v);
@@ -155,7 +161,10 @@ export function compareCounts(oracle: Counts, got: Counts): Comparison {
     } else if (have !== want) {
       mismatched++;
       maxAbsDiff = Math.max(maxAbsDiff, Math.abs(have - want));
-      if (examples.length < 10) examples.push(`${name(key)}: got ${have}, oracle ${want} (${have - want > 0 ? '+' : ''}${have - want})`);
+      if (examples.length < 10)
+        examples.push(
+          `${name(key)}: got ${have}, oracle ${want} (${have - want > 0 ? '+' : ''}${have - want})`,
+        );
     } else {
       matched++;
     }
@@ -204,7 +213,10 @@ export function fmtInt(n: number): string {
 }
 
 export function fmtNum(n: number, digits: number): string {
-  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  return n.toLocaleString('en-US', {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+  });
 }
 
 export const fmtMb = (bytes: number): string => fmtNum(bytes / 1024 / 1024, 1);
@@ -231,7 +243,11 @@ export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
 
-  return s.length === 0 ? Number.NaN : s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+  return s.length === 0
+    ? Number.NaN
+    : s.length % 2 === 1
+      ? (s[mid] as number)
+      : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
 /** Reads a file in chunks that each end on a line boundary (split at byte 0x0A). */
@@ -250,7 +266,8 @@ export function* lineChunks(file: string, chunkBytes = 4 << 20): Generator<strin
       const lastNl = buf.lastIndexOf(10, end - 1);
       if (lastNl < 0) {
         carry = end;
-        if (carry === chunkBytes) throw new Error(`a line of ${file} is longer than ${chunkBytes} bytes`);
+        if (carry === chunkBytes)
+          throw new Error(`a line of ${file} is longer than ${chunkBytes} bytes`);
         continue;
       }
       yield buf.toString('utf8', 0, lastNl + 1);

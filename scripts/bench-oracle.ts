@@ -111,7 +111,9 @@ for (const chunk of lineChunks(FILE)) {
         everyone.add(user);
         events++;
         if (events === nextReport) {
-          progress(`oracle: ${(events / 1e6).toFixed(0)}M${expected > 0 ? ` / ${(expected / 1e6).toFixed(1)}M` : ''} events`);
+          progress(
+            `oracle: ${(events / 1e6).toFixed(0)}M${expected > 0 ? ` / ${(expected / 1e6).toFixed(1)}M` : ''} events`,
+          );
           nextReport += 1_000_000;
         }
       }
@@ -123,7 +125,11 @@ for (const chunk of lineChunks(FILE)) {
 const counts: Counts = new Map();
 let hourlyMemberships = 0;
 let allMemberships = 0;
-for (const [type, map] of [['hour', hours], ['day', days], ['week', weeks]] as const) {
+for (const [type, map] of [
+  ['hour', hours],
+  ['day', days],
+  ['week', weeks],
+] as const) {
   for (const [startMs, set] of map) {
     counts.set(countKey(type, startMs), set.size);
     allMemberships += set.size;
@@ -141,5 +147,7 @@ const meta: OracleMeta = {
   peakRssMb: Math.round(peakRssMb()),
 };
 fs.writeFileSync(oracleMetaOf(FILE), `${JSON.stringify(meta, null, 2)}\n`);
-progress(`oracle: ${meta.periods} periods, ${hourlyMemberships.toLocaleString('en-US')} hourly memberships in ${meta.seconds} s`);
+progress(
+  `oracle: ${meta.periods} periods, ${hourlyMemberships.toLocaleString('en-US')} hourly memberships in ${meta.seconds} s`,
+);
 process.stdout.write(`${JSON.stringify(meta)}\n`);

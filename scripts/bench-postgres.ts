@@ -14,7 +14,14 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 
-import { compareCounts, countKey, progress, type BenchPeriodType, type Comparison, type Counts } from './bench-lib.js';
+import {
+  compareCounts,
+  countKey,
+  progress,
+  type BenchPeriodType,
+  type Comparison,
+  type Counts,
+} from './bench-lib.js';
 
 export interface PostgresPass {
   readonly hourMs: number;
@@ -38,9 +45,12 @@ export interface PostgresResult {
 }
 
 const QUERIES: Record<BenchPeriodType, (table: string) => string> = {
-  hour: (t) => `SELECT date_trunc('hour', event_time) AS p, count(DISTINCT user_id)::int AS c FROM ${t} GROUP BY 1 ORDER BY 1`,
-  day: (t) => `SELECT date_trunc('day', event_time) AS p, count(DISTINCT user_id)::int AS c FROM ${t} GROUP BY 1 ORDER BY 1`,
-  week: (t) => `SELECT date_trunc('week', event_time) AS p, count(DISTINCT user_id)::int AS c FROM ${t} GROUP BY 1 ORDER BY 1`,
+  hour: (t) =>
+    `SELECT date_trunc('hour', event_time) AS p, count(DISTINCT user_id)::int AS c FROM ${t} GROUP BY 1 ORDER BY 1`,
+  day: (t) =>
+    `SELECT date_trunc('day', event_time) AS p, count(DISTINCT user_id)::int AS c FROM ${t} GROUP BY 1 ORDER BY 1`,
+  week: (t) =>
+    `SELECT date_trunc('week', event_time) AS p, count(DISTINCT user_id)::int AS c FROM ${t} GROUP BY 1 ORDER BY 1`,
 };
 
 /** Connects, or returns why it could not. */
@@ -68,11 +78,20 @@ function backendHwmMb(pid: number): number | null {
   }
 }
 
-export async function runPostgres(client: pg.Client, file: string, oracle: Counts, expectedEvents: number): Promise<PostgresResult> {
+export async function runPostgres(
+  client: pg.Client,
+  file: string,
+  oracle: Counts,
+  expectedEvents: number,
+): Promise<PostgresResult> {
   const table = `speedlayer_bench_events_${process.pid}`;
   await client.query("SET TIME ZONE 'UTC'");
-  const pid = Number((await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid);
-  const serverVersion = String((await client.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version);
+  const pid = Number(
+    (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid,
+  );
+  const serverVersion = String(
+    (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version,
+  );
   const settings = Object.fromEntries(
     (
       await client.query<{ name: string; v: string }>(
@@ -82,7 +101,9 @@ export async function runPostgres(client: pg.Client, file: string, oracle: Count
   );
 
   await client.query(`DROP TABLE IF EXISTS ${table}`);
-  await client.query(`CREATE TABLE ${table} (user_id text NOT NULL, event_time timestamptz NOT NULL)`);
+  await client.query(
+    `CREATE TABLE ${table} (user_id text NOT NULL, event_time timestamptz NOT NULL)`,
+  );
   try {
     const total = fs.statSync(file).size;
     let sent = 0;
@@ -91,7 +112,9 @@ export async function runPostgres(client: pg.Client, file: string, oracle: Count
       transform(chunk: Buffer, _enc, done) {
         sent += chunk.length;
         if (sent / total >= nextReport) {
-          progress(`postgres: COPY ${Math.round((sent / total) * 100)} % of ${(total / 1048576).toFixed(0)} MB`);
+          progress(
+            `postgres: COPY ${Math.round((sent / total) * 100)} % of ${(total / 1048576).toFixed(0)} MB`,
+          );
           nextReport += 0.25;
         }
         done(null, chunk);
@@ -102,13 +125,18 @@ export async function runPostgres(client: pg.Client, file: string, oracle: Count
     await pipeline(
       fs.createReadStream(file, { highWaterMark: 1 << 20 }),
       meter,
-      client.query(copyFrom(`COPY ${table} (user_id, event_time) FROM STDIN WITH (FORMAT csv, HEADER true)`)),
+      client.query(
+        copyFrom(`COPY ${table} (user_id, event_time) FROM STDIN WITH (FORMAT csv, HEADER true)`),
+      ),
     );
     const t1 = performance.now();
     await client.query(`ANALYZE ${table}`);
     const t2 = performance.now();
-    const events = Number((await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`)).rows[0]?.n);
-    if (expectedEvents > 0 && events !== expectedEvents) progress(`postgres: WARNING loaded ${events} rows, expected ${expectedEvents}`);
+    const events = Number(
+      (await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`)).rows[0]?.n,
+    );
+    if (expectedEvents > 0 && events !== expectedEvents)
+      progress(`postgres: WARNING loaded ${events} rows, expected ${expectedEvents}`);
 
     const pass = async (label: string): Promise<PostgresPass> => {
       const got: Counts = new Map();
@@ -121,11 +149,19 @@ export async function runPostgres(client: pg.Client, file: string, oracle: Count
         for (const r of rows) got.set(countKey(type, r.p.getTime()), r.c);
       }
 
-      return { hourMs: ms.hour, dayMs: ms.day, weekMs: ms.week, allMs: ms.hour + ms.day + ms.week, comparison: compareCounts(oracle, got) };
+      return {
+        hourMs: ms.hour,
+        dayMs: ms.day,
+        weekMs: ms.week,
+        allMs: ms.hour + ms.day + ms.week,
+        comparison: compareCounts(oracle, got),
+      };
     };
     const cold = await pass('cold');
     const warm = await pass('warm');
-    const size = (await client.query<{ heap: string }>(`SELECT pg_relation_size('${table}')::bigint AS heap`)).rows[0];
+    const size = (
+      await client.query<{ heap: string }>(`SELECT pg_relation_size('${table}')::bigint AS heap`)
+    ).rows[0];
 
     return {
       serverVersion,

@@ -30,7 +30,16 @@ import { LevelStateStore } from '../src/shard/level-state-store.js';
 import { PartitionActor } from '../src/shard/partition-actor.js';
 import { hourIndexOfKey } from '../src/shard/partition-keys.js';
 import { Warehouse } from '../src/sink/warehouse.js';
-import { dirBytes, median, numberArg, parseArgs, peakRssMb, progress, requiredArg, stringArg } from './bench-lib.js';
+import {
+  dirBytes,
+  median,
+  numberArg,
+  parseArgs,
+  peakRssMb,
+  progress,
+  requiredArg,
+  stringArg,
+} from './bench-lib.js';
 
 const HOUR_MS = 3_600_000;
 const READ_REPEATS = 9;
@@ -112,7 +121,11 @@ interface Mark {
 }
 
 /** A pino logger to a file that also notes when each message was first logged. */
-function markingLogger(file: string, marks: Map<string, Mark>, counts: Map<string, number>): Logger {
+function markingLogger(
+  file: string,
+  marks: Map<string, Mark>,
+  counts: Map<string, number>,
+): Logger {
   return pino(
     {
       level: 'info',
@@ -121,7 +134,12 @@ function markingLogger(file: string, marks: Map<string, Mark>, counts: Map<strin
           const msg = inputArgs.find((a): a is string => typeof a === 'string');
           if (msg !== undefined) {
             if (!marks.has(msg)) {
-              marks.set(msg, { t: performance.now(), cpu: process.cpuUsage(), rssMb: process.memoryUsage.rss() / 1048576, peakRssMb: peakRssMb() });
+              marks.set(msg, {
+                t: performance.now(),
+                cpu: process.cpuUsage(),
+                rssMb: process.memoryUsage.rss() / 1048576,
+                peakRssMb: peakRssMb(),
+              });
               onMark(msg);
             }
             counts.set(msg, (counts.get(msg) ?? 0) + 1);
@@ -158,7 +176,11 @@ async function main(): Promise<void> {
   const marks = new Map<string, Mark>();
   const logCounts = new Map<string, number>();
   const logger = markingLogger(path.join(DATA_DIR, 'replay.log'), marks, logCounts);
-  const settings = resolveEngineSettings({ partitions: PARTITIONS, allowedLatenessMs: LATENESS_MS, watermarkMode: 'event-time' });
+  const settings = resolveEngineSettings({
+    partitions: PARTITIONS,
+    allowedLatenessMs: LATENESS_MS,
+    watermarkMode: 'event-time',
+  });
 
   // The profile covers the ingest window only: it starts and stops on the replay's
   // 'replay started' and 'replay finished' log lines (an in-thread session's post runs
@@ -186,7 +208,9 @@ async function main(): Promise<void> {
   let nextReport = 500_000;
   let firstBatchAt = Number.NaN;
   const t0 = performance.now();
-  progress(`speedlayer: replaying ${FILE} (${PARTITIONS} partitions, lateness ${LATENESS_MS / 60_000} min, event-time watermark)`);
+  progress(
+    `speedlayer: replaying ${FILE} (${PARTITIONS} partitions, lateness ${LATENESS_MS / 60_000} min, event-time watermark)`,
+  );
   const summary = await runReplay({
     paths: [FILE],
     read: { format: 'csv', userField: 'user_id', timeField: 'event_time', timeFormat: 'iso' },
@@ -200,7 +224,9 @@ async function main(): Promise<void> {
       if (p.records >= nextReport) {
         const s = (performance.now() - (marks.get('replay started')?.t ?? t0)) / 1000;
         const of = EXPECTED > 0 ? ` / ${(EXPECTED / 1e6).toFixed(1)}M` : '';
-        progress(`speedlayer: ${(p.records / 1e6).toFixed(1)}M${of} events, ${Math.round(p.records / s).toLocaleString('en-US')} ev/s, RSS ${Math.round(process.memoryUsage.rss() / 1048576)} MB`);
+        progress(
+          `speedlayer: ${(p.records / 1e6).toFixed(1)}M${of} events, ${Math.round(p.records / s).toLocaleString('en-US')} ev/s, RSS ${Math.round(process.memoryUsage.rss() / 1048576)} MB`,
+        );
         nextReport += 500_000;
       }
     },
@@ -211,7 +237,8 @@ async function main(): Promise<void> {
 
   let profileFile: string | undefined;
   if (session !== null && PROFILE !== undefined) {
-    if (profile === null) profile = (await post<{ profile: unknown }>(session, 'Profiler.stop')).profile;
+    if (profile === null)
+      profile = (await post<{ profile: unknown }>(session, 'Profiler.stop')).profile;
     fs.writeFileSync(PROFILE, JSON.stringify(profile));
     session.disconnect();
     profileFile = PROFILE;
@@ -219,7 +246,9 @@ async function main(): Promise<void> {
 
   const started = marks.get('replay started')?.t ?? firstBatchAt;
   const finished = marks.get('replay finished')?.t ?? t1;
-  progress(`speedlayer: replay done in ${((finished - started) / 1000).toFixed(1)} s (+${((started - t0) / 1000).toFixed(1)} s startup); reading rows back`);
+  progress(
+    `speedlayer: replay done in ${((finished - started) / 1000).toFixed(1)} s (+${((started - t0) / 1000).toFixed(1)} s startup); reading rows back`,
+  );
 
   // --- the served read path -----------------------------------------------------------
   const [warehouse, warehouseOpenMs] = await timed(() => Warehouse.open({ dataDir: DATA_DIR }));
@@ -227,10 +256,12 @@ async function main(): Promise<void> {
   try {
     const [dau, dauFirstMs] = await timed(() => warehouse.queryCurrent({ periodType: 'day' }));
     const dauTimes: number[] = [];
-    for (let i = 0; i < READ_REPEATS; i++) dauTimes.push((await timed(() => warehouse.queryCurrent({ periodType: 'day' })))[1]);
+    for (let i = 0; i < READ_REPEATS; i++)
+      dauTimes.push((await timed(() => warehouse.queryCurrent({ periodType: 'day' })))[1]);
     const [all, allFirstMs] = await timed(() => warehouse.queryCurrent());
     const allTimes: number[] = [];
-    for (let i = 0; i < READ_REPEATS; i++) allTimes.push((await timed(() => warehouse.queryCurrent()))[1]);
+    for (let i = 0; i < READ_REPEATS; i++)
+      allTimes.push((await timed(() => warehouse.queryCurrent()))[1]);
     const history = await warehouse.queryHistory();
     read = {
       warehouseOpenMs,
@@ -240,7 +271,13 @@ async function main(): Promise<void> {
       allWarmMs: median(allTimes),
       dauRows: dau.length,
       historyRows: history.length,
-      rows: all.map((r) => ({ type: r.periodType, startMs: r.periodStartMs, users: r.distinctUsers, version: r.version, status: r.status })),
+      rows: all.map((r) => ({
+        type: r.periodType,
+        startMs: r.periodStartMs,
+        users: r.distinctUsers,
+        version: r.version,
+        status: r.status,
+      })),
     };
   } finally {
     await warehouse.close();
@@ -252,7 +289,10 @@ async function main(): Promise<void> {
   let hourSetsSerializedBytes = 0;
   let dictionarySegmentBytes = 0;
   {
-    const db = new Level<string, Uint8Array>(stateDir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    const db = new Level<string, Uint8Array>(stateDir, {
+      keyEncoding: 'utf8',
+      valueEncoding: 'view',
+    });
     await db.open();
     for await (const [key, value] of db.iterator({ gte: 'p/', lt: 'p0' })) {
       const m = /^p\/(\d+)\/(d|h)\//.exec(key);
@@ -278,7 +318,10 @@ async function main(): Promise<void> {
     // Measured before the actors open: an actor loads the hours of open weeks on open.
     const before = roaring.getRoaringUsedMemory();
     const actors: PartitionActor[] = [];
-    for (let p = 0; p < PARTITIONS; p++) actors.push(await PartitionActor.open({ partition: p, allowedLatenessMs: LATENESS_MS }, store));
+    for (let p = 0; p < PARTITIONS; p++)
+      actors.push(
+        await PartitionActor.open({ partition: p, allowedLatenessMs: LATENESS_MS }, store),
+      );
     let engineHourlyMemberships = 0;
     let hourSets = 0;
     for (const actor of actors) {

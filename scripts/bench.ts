@@ -65,27 +65,41 @@ const workload: Workload = {
   zipf: 0.8,
   seed: stringArg(args, 'seed') ?? '20241',
 };
-const cacheDir = path.resolve(stringArg(args, 'data') ?? path.join(os.tmpdir(), 'speedlayer-bench'));
+const cacheDir = path.resolve(
+  stringArg(args, 'data') ?? path.join(os.tmpdir(), 'speedlayer-bench'),
+);
 const skipPostgres = args.get('skip-postgres') === true;
-const postgresUrl = stringArg(args, 'postgres') ?? process.env.SPEEDLAYER_BENCH_POSTGRES_URL ?? DEFAULT_POSTGRES;
+const postgresUrl =
+  stringArg(args, 'postgres') ?? process.env.SPEEDLAYER_BENCH_POSTGRES_URL ?? DEFAULT_POSTGRES;
 const partitions = numberArg(args, 'partitions', 16);
 const cpuProf = args.get('cpu-prof') === true;
 const keep = args.get('keep') === true;
 const LATENESS_MS = 10 * 60_000;
 
 const startedAt = new Date();
-const loadAtStart = os.loadavg().map((x) => x.toFixed(2)).join('/');
+const loadAtStart = os
+  .loadavg()
+  .map((x) => x.toFixed(2))
+  .join('/');
 const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
 const resultsDir = path.join(ROOT, 'bench-results');
 
 /** Runs a script of scripts/ in a child node (with tsx); stdout is returned, stderr passes through. */
-function runChild(script: string, childArgs: string[], nodeFlags: string[] = []): Promise<{ stdout: string; seconds: number }> {
+function runChild(
+  script: string,
+  childArgs: string[],
+  nodeFlags: string[] = [],
+): Promise<{ stdout: string; seconds: number }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', path.join(SCRIPTS, script), ...childArgs], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const child = spawn(
+      process.execPath,
+      [...nodeFlags, '--import', 'tsx', path.join(SCRIPTS, script), ...childArgs],
+      {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     let stdout = '';
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (d: string) => (stdout += d));
@@ -109,19 +123,35 @@ async function ensureWorkload(): Promise<{ file: string; meta: WorkloadMeta; cac
       return { file, meta, cached: true };
     }
   }
-  const a = ['--out', file, '--events', String(workload.events), '--users', String(workload.users), '--days', String(workload.days)];
+  const a = [
+    '--out',
+    file,
+    '--events',
+    String(workload.events),
+    '--users',
+    String(workload.users),
+    '--days',
+    String(workload.days),
+  ];
   a.push('--start', workload.start, '--zipf', String(workload.zipf), '--seed', workload.seed);
   await runChild('bench-gen.ts', a);
 
-  return { file, meta: JSON.parse(fs.readFileSync(metaFile, 'utf8')) as WorkloadMeta, cached: false };
+  return {
+    file,
+    meta: JSON.parse(fs.readFileSync(metaFile, 'utf8')) as WorkloadMeta,
+    cached: false,
+  };
 }
 
 // --- 2. oracle ------------------------------------------------------------------------
 
-async function ensureOracle(file: string): Promise<{ counts: Counts; meta: OracleMeta; cached: boolean }> {
+async function ensureOracle(
+  file: string,
+): Promise<{ counts: Counts; meta: OracleMeta; cached: boolean }> {
   const csv = oracleCsvOf(file);
   const metaFile = oracleMetaOf(file);
-  const fresh = (p: string): boolean => fs.existsSync(p) && fs.statSync(p).mtimeMs >= fs.statSync(file).mtimeMs;
+  const fresh = (p: string): boolean =>
+    fs.existsSync(p) && fs.statSync(p).mtimeMs >= fs.statSync(file).mtimeMs;
   let cached = true;
   if (fresh(csv) && fresh(metaFile)) {
     progress(`oracle: reusing ${csv}`);
@@ -130,7 +160,11 @@ async function ensureOracle(file: string): Promise<{ counts: Counts; meta: Oracl
     await runChild('bench-oracle.ts', ['--file', file, '--events', String(workload.events)]);
   }
 
-  return { counts: readCountsCsv(csv), meta: JSON.parse(fs.readFileSync(metaFile, 'utf8')) as OracleMeta, cached };
+  return {
+    counts: readCountsCsv(csv),
+    meta: JSON.parse(fs.readFileSync(metaFile, 'utf8')) as OracleMeta,
+    cached,
+  };
 }
 
 // --- 3. speedlayer --------------------------------------------------------------------
@@ -151,7 +185,16 @@ async function runSpeedlayer(file: string, oracle: Counts): Promise<SpeedlayerRu
   const profile = cpuProf ? path.join(resultsDir, `${stamp}-speedlayer.cpuprofile`) : undefined;
   if (profile !== undefined) fs.mkdirSync(resultsDir, { recursive: true });
 
-  const a = ['--file', file, '--data-dir', dataDir, '--out', out, '--events', String(workload.events)];
+  const a = [
+    '--file',
+    file,
+    '--data-dir',
+    dataDir,
+    '--out',
+    out,
+    '--events',
+    String(workload.events),
+  ];
   a.push('--partitions', String(partitions), '--lateness-ms', String(LATENESS_MS));
   if (profile !== undefined) a.push('--cpu-prof', profile);
   let seconds: number;
@@ -217,7 +260,13 @@ function summarizeProfile(file: string, n: number): ProfileSummary {
     total += us;
     const { functionName, url, lineNumber } = node.callFrame;
     const name = functionName === '' ? '(anonymous)' : functionName;
-    const short = url === '' ? '' : url.replace(/^file:\/\//, '').replace(`${ROOT}/`, '').replace(/^.*node_modules\//, 'node_modules/');
+    const short =
+      url === ''
+        ? ''
+        : url
+            .replace(/^file:\/\//, '')
+            .replace(`${ROOT}/`, '')
+            .replace(/^.*node_modules\//, 'node_modules/');
     // tsx emits each module on one line, so a line number says nothing there.
     const where = short === '' ? '' : lineNumber > 0 ? `${short}:${lineNumber + 1}` : short;
     const key = `${name}@${where}`;
@@ -226,9 +275,13 @@ function summarizeProfile(file: string, n: number): ProfileSummary {
     self.set(key, entry);
 
     let area: string;
-    if (short === '') area = name.startsWith('(') ? name : 'native code without a script (roaring addon, V8 builtins)';
+    if (short === '')
+      area = name.startsWith('(')
+        ? name
+        : 'native code without a script (roaring addon, V8 builtins)';
     else if (short.startsWith('node:')) area = 'node: internals';
-    else if (short.startsWith('node_modules/')) area = `node_modules/${/^node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(short)?.[1] ?? '?'}`;
+    else if (short.startsWith('node_modules/'))
+      area = `node_modules/${/^node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(short)?.[1] ?? '?'}`;
     else area = short;
     areas.set(area, (areas.get(area) ?? 0) + us);
   }
@@ -252,7 +305,10 @@ function summarizeProfile(file: string, n: number): ProfileSummary {
 function machineLine(): string {
   const cpus = os.cpus();
   const model = (cpus[0]?.model ?? 'unknown CPU').trim();
-  const load = os.loadavg().map((x) => x.toFixed(2)).join('/');
+  const load = os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join('/');
 
   return (
     `${cpus.length} cores (${model}), ${fmtNum(os.totalmem() / 1024 ** 3, 1)} GiB, Node ${process.version}, ${os.platform()} ${os.release()}, ${startedAt.toISOString()}; ` +
@@ -275,7 +331,9 @@ function report(
   const nativePerMembership = s.hourSetsNativeBytes / o.meta.hourlyMemberships;
   const serializedPerMembership = s.hourSetsSerializedBytes / o.meta.hourlyMemberships;
 
-  lines.push(`# speedlayer bench ${startedAt.toISOString()}${cpuProf ? ' (CPU-profiled run: speedlayer timings include profiler overhead)' : ''}`);
+  lines.push(
+    `# speedlayer bench ${startedAt.toISOString()}${cpuProf ? ' (CPU-profiled run: speedlayer timings include profiler overhead)' : ''}`,
+  );
   lines.push('');
   lines.push(`Machine: ${machineLine()}. MB = 2^20 bytes.`);
   lines.push('');
@@ -290,7 +348,17 @@ function report(
   );
   lines.push('');
 
-  const header = ['system', 'exact?', 'ingest/load events/s', 'ingest s', 'read DAU series ms', 'read all periods ms', 'peak RSS MB', 'bytes / hourly membership', 'bytes / known user (dict)'];
+  const header = [
+    'system',
+    'exact?',
+    'ingest/load events/s',
+    'ingest s',
+    'read DAU series ms',
+    'read all periods ms',
+    'peak RSS MB',
+    'bytes / hourly membership',
+    'bytes / known user (dict)',
+  ];
   lines.push(`| ${header.join(' | ')} |`);
   lines.push(`|${header.map(() => '---').join('|')}|`);
   lines.push(
@@ -299,10 +367,15 @@ function report(
       `${fmtNum(nativePerMembership, 2)} (serialized ${fmtNum(serializedPerMembership, 2)}) | ${fmtNum(dictPerUser, 1)} |`,
   );
   if (typeof pgOutcome === 'string') {
-    lines.push(`| PostgreSQL (COPY + count(DISTINCT)) | skipped: ${pgOutcome} | – | – | – | – | – | – | – |`);
+    lines.push(
+      `| PostgreSQL (COPY + count(DISTINCT)) | skipped: ${pgOutcome} | – | – | – | – | – | – | – |`,
+    );
   } else {
     const p = pgOutcome;
-    const exact = p.cold.comparison.exact && p.warm.comparison.exact ? `${exactLabel(p.warm.comparison)}` : `cold ${exactLabel(p.cold.comparison)}; warm ${exactLabel(p.warm.comparison)}`;
+    const exact =
+      p.cold.comparison.exact && p.warm.comparison.exact
+        ? `${exactLabel(p.warm.comparison)}`
+        : `cold ${exactLabel(p.cold.comparison)}; warm ${exactLabel(p.warm.comparison)}`;
     lines.push(
       `| PostgreSQL ${p.serverVersion.split(' ')[0]} (COPY, then count(DISTINCT) per read; warm) | ${exact} | ${fmtInt(p.events / p.copySeconds)} (COPY) | ${fmtNum(p.copySeconds, 2)} | ` +
         `${fmtInt(p.warm.dayMs)} | ${fmtInt(p.warm.allMs)} | ${p.backendPeakRssMb === null ? '–' : `${fmtInt(p.backendPeakRssMb)} (server backend)`} | ` +
@@ -313,10 +386,13 @@ function report(
 
   // speedlayer details
   lines.push('speedlayer details:');
-  if (!sl.comparison.exact) for (const e of sl.comparison.examples) lines.push(`- difference: ${e}`);
+  if (!sl.comparison.exact)
+    for (const e of sl.comparison.examples) lines.push(`- difference: ${e}`);
   lines.push(
     `- exact: ${sl.comparison.exact ? 'yes' : 'no'} (${sl.comparison.matched}/${sl.comparison.expected} periods); current rows by status: ` +
-      `${Object.entries(sl.statuses).map(([k, v]) => `${k} ${v}`).join(', ')}; version history rows ${r.read.historyRows}; ` +
+      `${Object.entries(sl.statuses)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}; version history rows ${r.read.historyRows}; ` +
       `records ${fmtInt(r.summary.records)}, accepted ${fmtInt(r.summary.accepted)}, rejected ${fmtInt(r.summary.records - r.summary.accepted)}; rounds that published ${r.roundsPublished}.`,
   );
   lines.push(
@@ -347,14 +423,27 @@ function report(
       `${fmtMb(s.dictionaryResidentBytes)} MB resident (PartitionActor.dictionaryBytes, array capacity) = ${fmtNum(dictPerUser, 1)} B/user; ` +
       `segments in LevelDB ${fmtMb(s.dictionarySegmentBytes)} MB = ${fmtNum(s.dictionarySegmentBytes / s.knownUsers, 1)} B/user.`,
   );
-  lines.push(`- on disk: LevelDB state ${fmtMb(s.levelDbDiskBytes)} MB, PGlite warehouse ${fmtMb(s.warehouseDiskBytes)} MB.`);
-  lines.push(`- settings: partitions ${partitions}, allowed lateness ${LATENESS_MS / 60_000} min, watermarkMode event-time, other settings at their defaults (memory budget 1 GiB, round interval 5 s).`);
+  lines.push(
+    `- on disk: LevelDB state ${fmtMb(s.levelDbDiskBytes)} MB, PGlite warehouse ${fmtMb(s.warehouseDiskBytes)} MB.`,
+  );
+  lines.push(
+    `- settings: partitions ${partitions}, allowed lateness ${LATENESS_MS / 60_000} min, watermarkMode event-time, other settings at their defaults (memory budget 1 GiB, round interval 5 s).`,
+  );
   lines.push('');
 
   if (typeof pgOutcome !== 'string') {
     const p = pgOutcome;
-    lines.push(`PostgreSQL details (${postgresUrl.replace(/\/\/[^@/]*@/, '//…@')}; ${Object.entries(p.settings).map(([k, v]) => `${k}=${v}`).join(', ')}):`);
-    for (const [label, c] of [['cold', p.cold.comparison], ['warm', p.warm.comparison]] as const) {
+    lines.push(
+      `PostgreSQL details (${postgresUrl.replace(/\/\/[^@/]*@/, '//…@')}; ${Object.entries(
+        p.settings,
+      )
+        .map(([k, v]) => `${k}=${v}`)
+        .join(', ')}):`,
+    );
+    for (const [label, c] of [
+      ['cold', p.cold.comparison],
+      ['warm', p.warm.comparison],
+    ] as const) {
       if (!c.exact) for (const e of c.examples) lines.push(`- ${label} difference: ${e}`);
     }
     lines.push(
@@ -365,15 +454,27 @@ function report(
     lines.push(passLine('first read after COPY (cold)', p.cold));
     lines.push(passLine('second read (warm, in the table)', p.warm));
     const e2e = p.copySeconds + p.analyzeSeconds + p.cold.allMs / 1000;
-    lines.push(`- end to end (COPY + ANALYZE + first hour/day/week queries): ${fmtNum(e2e, 2)} s = ${fmtInt(p.events / e2e)} events/s.`);
-    lines.push(`- peak RSS: the session's server backend (VmHWM; parallel workers not included)${p.backendPeakRssMb === null ? ': not readable' : ` ${fmtInt(p.backendPeakRssMb)} MB`}.`);
+    lines.push(
+      `- end to end (COPY + ANALYZE + first hour/day/week queries): ${fmtNum(e2e, 2)} s = ${fmtInt(p.events / e2e)} events/s.`,
+    );
+    lines.push(
+      `- peak RSS: the session's server backend (VmHWM; parallel workers not included)${p.backendPeakRssMb === null ? ': not readable' : ` ${fmtInt(p.backendPeakRssMb)} MB`}.`,
+    );
     lines.push('');
   }
 
-  lines.push('Context, measured earlier on this machine type by shared/bench/peers (BASELINE.md, run of 2026-12-03), not from this run:');
-  lines.push('- Redis sets, grouped pipelines (SADD per period): 340,469 events/s (14.69 s ingest), exact; server 479 MB, 62 B per membership.');
-  lines.push('- Redis sets, grouped pipelines with AOF everysec: 256,748 events/s (19.47 s ingest).');
-  lines.push('- PostgreSQL 15, count(DISTINCT) at read time, no index, warm: DAU series 6,593 ms (all three series 20,281 ms); COPY 1,294,148 events/s.');
+  lines.push(
+    'Context, measured earlier on this machine type by shared/bench/peers (BASELINE.md, run of 2026-12-03), not from this run:',
+  );
+  lines.push(
+    '- Redis sets, grouped pipelines (SADD per period): 340,469 events/s (14.69 s ingest), exact; server 479 MB, 62 B per membership.',
+  );
+  lines.push(
+    '- Redis sets, grouped pipelines with AOF everysec: 256,748 events/s (19.47 s ingest).',
+  );
+  lines.push(
+    '- PostgreSQL 15, count(DISTINCT) at read time, no index, warm: DAU series 6,593 ms (all three series 20,281 ms); COPY 1,294,148 events/s.',
+  );
   lines.push('');
 
   if (sl.profile !== null) {
@@ -386,11 +487,16 @@ function report(
     lines.push('');
     lines.push('| # | function | where | self ms | share |');
     lines.push('|---|---|---|---|---|');
-    pr.top.forEach((x, i) => lines.push(`| ${i + 1} | ${x.name} | ${x.where || '–'} | ${fmtInt(x.selfMs)} | ${fmtNum(x.share * 100, 1)} % |`));
+    pr.top.forEach((x, i) =>
+      lines.push(
+        `| ${i + 1} | ${x.name} | ${x.where || '–'} | ${fmtInt(x.selfMs)} | ${fmtNum(x.share * 100, 1)} % |`,
+      ),
+    );
     lines.push('');
     lines.push('| area | self ms | share |');
     lines.push('|---|---|---|');
-    for (const a of pr.areas) lines.push(`| ${a.area} | ${fmtInt(a.selfMs)} | ${fmtNum(a.share * 100, 1)} % |`);
+    for (const a of pr.areas)
+      lines.push(`| ${a.area} | ${fmtInt(a.selfMs)} | ${fmtNum(a.share * 100, 1)} % |`);
     lines.push('');
   }
 
@@ -406,7 +512,10 @@ async function main(): Promise<void> {
   fs.mkdirSync(cacheDir, { recursive: true });
   const w = await ensureWorkload();
   const o = await ensureOracle(w.file);
-  if (o.meta.events !== w.meta.events) throw new Error(`the oracle counted ${o.meta.events} events, the workload has ${w.meta.events}`);
+  if (o.meta.events !== w.meta.events)
+    throw new Error(
+      `the oracle counted ${o.meta.events} events, the workload has ${w.meta.events}`,
+    );
 
   const sl = await runSpeedlayer(w.file, o.counts);
   progress(`speedlayer: exact ${exactLabel(sl.comparison)}`);
@@ -433,8 +542,9 @@ async function main(): Promise<void> {
   const out = path.join(resultsDir, `${stamp}.md`);
   fs.writeFileSync(out, text);
   process.stdout.write(text);
-  progress(`report written to ${path.relative(ROOT, out)}${keep ? `; speedlayer data kept in ${sl.dataDir}` : ''}`);
+  progress(
+    `report written to ${path.relative(ROOT, out)}${keep ? `; speedlayer data kept in ${sl.dataDir}` : ''}`,
+  );
 }
 
 await main();
-

@@ -8,13 +8,27 @@ import { replayCommand } from './replay-command.js';
 /** Builds the `speedlayer` command line. */
 export function buildProgram(io: CliIo = processIo): Command {
   const program = new Command('speedlayer')
-    .description('Exact hourly, daily and weekly active users, pre-computed and served as versioned rows.')
+    .description(
+      'Exact hourly, daily and weekly active users, pre-computed and served as versioned rows.',
+    )
     .version('0.1.0')
     .showHelpAfterError()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
 
-  for (const command of [replayCommand(io), queryCommand(io), fileCommand(io), filingsCommand(io), rejectsCommand(io), demoCommand(io)]) {
-    program.addCommand(command.configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) }));
+  for (const command of [
+    replayCommand(io),
+    queryCommand(io),
+    fileCommand(io),
+    filingsCommand(io),
+    rejectsCommand(io),
+    demoCommand(io),
+  ]) {
+    program.addCommand(
+      command.configureOutput({
+        writeOut: (s) => io.stdout.write(s),
+        writeErr: (s) => io.stderr.write(s),
+      }),
+    );
   }
 
   return program;

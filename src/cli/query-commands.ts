@@ -2,7 +2,13 @@ import { Command } from 'commander';
 
 import { choiceFlag, instantFlag, periodTypeFlag } from '../config/index.js';
 import type { PeriodType } from '../periods/index.js';
-import { formatCurrent, formatFilings, formatHistory, formatRejects, type OutputFormat } from '../query/index.js';
+import {
+  formatCurrent,
+  formatFilings,
+  formatHistory,
+  formatRejects,
+  type OutputFormat,
+} from '../query/index.js';
 import type { Warehouse } from '../sink/warehouse.js';
 import type { CliIo } from './io.js';
 import { openWarehouse, withStoreFlags, type StoreFlags } from './warehouse-options.js';
@@ -28,7 +34,9 @@ async function withWarehouse<T>(flags: StoreFlags, fn: (w: Warehouse) => Promise
 
 export function queryCommand(io: CliIo): Command {
   const command = new Command('query')
-    .description('print the current rows (or, with --history, every version) of the selected periods')
+    .description(
+      'print the current rows (or, with --history, every version) of the selected periods',
+    )
     .option('--period <type>', 'hour, day or week (all when left out)', periodTypeFlag)
     .option('--from <instant>', 'first period start to include (ISO-8601 or a date)', instantFlag)
     .option('--to <instant>', 'period starts before this instant', instantFlag)
@@ -39,7 +47,9 @@ export function queryCommand(io: CliIo): Command {
   return command.action(async (flags: QueryFlags) => {
     const range = { periodType: flags.period, fromMs: flags.from, toMs: flags.to };
     const text = await withWarehouse(flags, async (w) =>
-      flags.history ? formatHistory(await w.queryHistory(range), flags.format) : formatCurrent(await w.queryCurrent(range), flags.format),
+      flags.history
+        ? formatHistory(await w.queryHistory(range), flags.format)
+        : formatCurrent(await w.queryCurrent(range), flags.format),
     );
     io.stdout.write(text);
   });
@@ -54,7 +64,9 @@ interface FileFlags extends StoreFlags {
 
 export function fileCommand(io: CliIo): Command {
   const command = new Command('file')
-    .description("record a period's current published version as filed (reported outside); filings never change")
+    .description(
+      "record a period's current published version as filed (reported outside); filings never change",
+    )
     .requiredOption('--period <type>', 'hour, day or week', periodTypeFlag)
     .requiredOption('--start <instant>', 'the period start (ISO-8601 or a date)', instantFlag)
     .requiredOption('--by <name>', 'who filed it')
@@ -63,7 +75,12 @@ export function fileCommand(io: CliIo): Command {
 
   return command.action(async (flags: FileFlags) => {
     const filing = await withWarehouse(flags, (w) =>
-      w.fileCurrent({ periodType: flags.period, periodStartMs: flags.start, filedBy: flags.by, note: flags.note }),
+      w.fileCurrent({
+        periodType: flags.period,
+        periodStartMs: flags.start,
+        filedBy: flags.by,
+        note: flags.note,
+      }),
     );
     io.stdout.write(
       `filed #${filing.filingId}: ${filing.periodType} ${new Date(filing.periodStartMs).toISOString()} = ${filing.distinctUsers} (version ${filing.version}) by ${filing.filedBy}\n`,
@@ -78,7 +95,9 @@ export function filingsCommand(io: CliIo): Command {
   withStoreFlags(command);
 
   return command.action(async (flags: StoreFlags & { format: OutputFormat }) => {
-    io.stdout.write(await withWarehouse(flags, async (w) => formatFilings(await w.listFilings(), flags.format)));
+    io.stdout.write(
+      await withWarehouse(flags, async (w) => formatFilings(await w.listFilings(), flags.format)),
+    );
   });
 }
 
@@ -90,6 +109,10 @@ export function rejectsCommand(io: CliIo): Command {
   withStoreFlags(command);
 
   return command.action(async (flags: StoreFlags & { format: OutputFormat; examples: number }) => {
-    io.stdout.write(await withWarehouse(flags, async (w) => formatRejects(await w.rejectSummary(flags.examples), flags.format)));
+    io.stdout.write(
+      await withWarehouse(flags, async (w) =>
+        formatRejects(await w.rejectSummary(flags.examples), flags.format),
+      ),
+    );
   });
 }

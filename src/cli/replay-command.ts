@@ -35,25 +35,64 @@ interface ReplayFlags extends StoreFlags {
 /** Adds the engine flags (lateness, horizon, skew, partitions, memory) to a command. */
 export function withEngineFlags(command: Command): Command {
   return command
-    .option('--allowed-lateness <duration>', 'how long a period stays open after its end (default 10m)', durationFlag)
-    .option('--restatement-horizon <duration>', 'how far behind the watermark an event may restate its period (default 35d)', durationFlag)
-    .option('--max-future-skew <duration>', 'how far past its receive time an event time may be (default 5m)', durationFlag)
-    .option('--max-out-of-orderness <duration>', 'how far the watermark trails the latest event time or clock (default 0s)', durationFlag)
+    .option(
+      '--allowed-lateness <duration>',
+      'how long a period stays open after its end (default 10m)',
+      durationFlag,
+    )
+    .option(
+      '--restatement-horizon <duration>',
+      'how far behind the watermark an event may restate its period (default 35d)',
+      durationFlag,
+    )
+    .option(
+      '--max-future-skew <duration>',
+      'how far past its receive time an event time may be (default 5m)',
+      durationFlag,
+    )
+    .option(
+      '--max-out-of-orderness <duration>',
+      'how far the watermark trails the latest event time or clock (default 0s)',
+      durationFlag,
+    )
     .option('--partitions <n>', 'partitions P, fixed per data directory (default 16)', integerFlag)
-    .option('--memory-budget <size>', 'memory for sets before closed periods spill to disk (default 1GiB)', byteSizeFlag);
+    .option(
+      '--memory-budget <size>',
+      'memory for sets before closed periods spill to disk (default 1GiB)',
+      byteSizeFlag,
+    );
 }
 
 export function replayCommand(io: CliIo): Command {
   const command = new Command('replay')
-    .description('replay event files (NDJSON, CSV, combined access logs; plain or gzip) to the end, close every period and write the rows')
+    .description(
+      'replay event files (NDJSON, CSV, combined access logs; plain or gzip) to the end, close every period and write the rows',
+    )
     .argument('<paths...>', 'files or directories')
     .option('--user-field <path>', 'user id field: a dotted path (NDJSON) or a column (CSV)')
     .option('--time-field <path>', 'event time field, like --user-field')
-    .option('--time-format <format>', 'iso, epoch-s, epoch-ms, or auto', choiceFlag(['iso', 'epoch-s', 'epoch-ms', 'auto'] as const), 'auto')
-    .option('--receive-time-field <path>', 'receive time field: replay in receive-time order with the watermark following that clock')
+    .option(
+      '--time-format <format>',
+      'iso, epoch-s, epoch-ms, or auto',
+      choiceFlag(['iso', 'epoch-s', 'epoch-ms', 'auto'] as const),
+      'auto',
+    )
+    .option(
+      '--receive-time-field <path>',
+      'receive time field: replay in receive-time order with the watermark following that clock',
+    )
     .option('--event-id-field <path>', 'event id field')
-    .option('--format <format>', 'ndjson, csv or combined, when the file name does not tell', choiceFlag(['ndjson', 'csv', 'combined'] as const))
-    .option('--round-interval <duration>', 'wall time between checkpoints and coordinator rounds', durationFlag, 5000)
+    .option(
+      '--format <format>',
+      'ndjson, csv or combined, when the file name does not tell',
+      choiceFlag(['ndjson', 'csv', 'combined'] as const),
+    )
+    .option(
+      '--round-interval <duration>',
+      'wall time between checkpoints and coordinator rounds',
+      durationFlag,
+      5000,
+    )
     .option('--log-level <level>', 'pino log level on stderr', 'info')
     .option('--no-progress', 'no progress bar');
   withEngineFlags(command);
@@ -94,7 +133,10 @@ async function replay(paths: string[], flags: ReplayFlags, io: CliIo): Promise<R
       settings,
       roundIntervalMs: flags.roundInterval,
       logger: createLogger({ level: bar === null ? flags.logLevel : 'warn', component: 'replay' }),
-      onProgress: bar === null ? undefined : (p) => bar.update(p.records, { accepted: p.accepted, rejected: p.rejected }),
+      onProgress:
+        bar === null
+          ? undefined
+          : (p) => bar.update(p.records, { accepted: p.accepted, rejected: p.rejected }),
     });
   } finally {
     bar?.stop();
@@ -103,7 +145,11 @@ async function replay(paths: string[], flags: ReplayFlags, io: CliIo): Promise<R
 
 function progressBar(): cliProgress.SingleBar {
   const bar = new cliProgress.SingleBar(
-    { format: 'replay | {value} records | {accepted} accepted | {rejected} rejected | {duration}s', stream: process.stderr, noTTYOutput: false },
+    {
+      format: 'replay | {value} records | {accepted} accepted | {rejected} rejected | {duration}s',
+      stream: process.stderr,
+      noTTYOutput: false,
+    },
     cliProgress.Presets.shades_classic,
   );
   bar.start(0, 0, { accepted: 0, rejected: 0 });

@@ -22,7 +22,8 @@ export function instantFlag(value: string): number {
     if (new Date(ms).toISOString().startsWith(value)) return ms;
   }
   const ms = parseIsoTime(value);
-  if (ms === null) throw new Error(`not an instant: '${value}' (write 2026-03-29 or 2026-03-29T10:00:00Z)`);
+  if (ms === null)
+    throw new Error(`not an instant: '${value}' (write 2026-03-29 or 2026-03-29T10:00:00Z)`);
 
   return ms;
 }
@@ -35,7 +36,8 @@ export function periodTypeFlag(value: string): PeriodType {
 
 export function choiceFlag<T extends string>(choices: readonly T[]): (value: string) => T {
   return (value: string): T => {
-    if (!(choices as readonly string[]).includes(value)) throw new Error(`'${value}' is not one of ${choices.join(', ')}`);
+    if (!(choices as readonly string[]).includes(value))
+      throw new Error(`'${value}' is not one of ${choices.join(', ')}`);
 
     return value as T;
   };

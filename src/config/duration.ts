@@ -17,13 +17,18 @@ export function parseDuration(text: string): number {
   if (s === '0') return 0;
 
   const simple = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/.exec(s);
-  if (simple !== null) return Math.round(Number(simple[1]) * (UNITS[simple[2] as string] as number));
+  if (simple !== null)
+    return Math.round(Number(simple[1]) * (UNITS[simple[2] as string] as number));
 
   const iso = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$/.exec(s);
   if (iso !== null && s !== 'P' && !s.endsWith('T')) {
     const [, w, d, h, m, sec] = iso;
     return Math.round(
-      Number(w ?? 0) * UNITS.w! + Number(d ?? 0) * UNITS.d! + Number(h ?? 0) * UNITS.h! + Number(m ?? 0) * UNITS.m! + Number(sec ?? 0) * 1000,
+      Number(w ?? 0) * UNITS.w! +
+        Number(d ?? 0) * UNITS.d! +
+        Number(h ?? 0) * UNITS.h! +
+        Number(m ?? 0) * UNITS.m! +
+        Number(sec ?? 0) * 1000,
     );
   }
 
@@ -36,14 +41,27 @@ export function parseByteSize(text: string): number {
   if (m === null) throw new Error(`not a size: '${text}' (write it like 512MB or 2GiB)`);
 
   const unit = (m[2] ?? 'B').toLowerCase();
-  const factor: Record<string, number> = { b: 1, kb: 1e3, kib: 1024, mb: 1e6, mib: 1024 ** 2, gb: 1e9, gib: 1024 ** 3 };
+  const factor: Record<string, number> = {
+    b: 1,
+    kb: 1e3,
+    kib: 1024,
+    mb: 1e6,
+    mib: 1024 ** 2,
+    gb: 1e9,
+    gib: 1024 ** 3,
+  };
 
   return Math.round(Number(m[1]) * (factor[unit] as number));
 }
 
 /** A duration as short text, e.g. `10m`, for logs and help. */
 export function formatDuration(ms: number): string {
-  for (const [unit, size] of [['d', UNITS.d!], ['h', UNITS.h!], ['m', UNITS.m!], ['s', UNITS.s!]] as const) {
+  for (const [unit, size] of [
+    ['d', UNITS.d!],
+    ['h', UNITS.h!],
+    ['m', UNITS.m!],
+    ['s', UNITS.s!],
+  ] as const) {
     if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
   }
 

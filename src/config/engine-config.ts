@@ -17,20 +17,32 @@ export const ENGINE_DEFAULTS = {
 } as const;
 
 /** Checks the settings and fills in defaults; one clear message per bad field. */
-export function resolveEngineSettings(input: Partial<EngineSettings> & Pick<EngineSettings, 'watermarkMode'>): EngineSettings {
-  const s: EngineSettings = { ...ENGINE_DEFAULTS, ...stripUndefined(input), watermarkMode: input.watermarkMode };
+export function resolveEngineSettings(
+  input: Partial<EngineSettings> & Pick<EngineSettings, 'watermarkMode'>,
+): EngineSettings {
+  const s: EngineSettings = {
+    ...ENGINE_DEFAULTS,
+    ...stripUndefined(input),
+    watermarkMode: input.watermarkMode,
+  };
   const problems: string[] = [];
 
   if (!Number.isInteger(s.partitions) || s.partitions < 1 || s.partitions > 65_536) {
     problems.push(`partitions must be an integer from 1 to 65536, got ${s.partitions}`);
   }
-  for (const field of ['allowedLatenessMs', 'restatementHorizonMs', 'maxFutureSkewMs', 'maxOutOfOrdernessMs'] as const) {
+  for (const field of [
+    'allowedLatenessMs',
+    'restatementHorizonMs',
+    'maxFutureSkewMs',
+    'maxOutOfOrdernessMs',
+  ] as const) {
     if (!(s[field] >= 0)) problems.push(`${field} must not be negative, got ${s[field]}`);
   }
   if (s.restatementHorizonMs < s.allowedLatenessMs) {
     problems.push('the restatement horizon must not be shorter than the allowed lateness');
   }
-  if (!(s.memoryBudgetBytes > 0)) problems.push(`memory budget must be positive, got ${s.memoryBudgetBytes}`);
+  if (!(s.memoryBudgetBytes > 0))
+    problems.push(`memory budget must be positive, got ${s.memoryBudgetBytes}`);
   if (problems.length > 0) throw new Error(`[SL-CONFIG-002] ${problems.join('; ')}`);
 
   return s;

@@ -8,12 +8,7 @@ import {
   type Period,
 } from '../periods/index.js';
 import type { PartitionReport, PeriodChange } from '../shard/types.js';
-import type {
-  ProvisionalWrite,
-  PublishedState,
-  VersionWrite,
-  WriterFence,
-} from '../sink/types.js';
+import type { ProvisionalWrite, PublishedState, VersionWrite, WriterFence } from '../sink/types.js';
 
 /** The partitions as the coordinator reaches them: in process, or over gRPC. */
 export interface PartitionsPort {
@@ -35,7 +30,10 @@ export interface PartitionAck {
 /** Where published rows go. */
 export interface RowSink {
   loadPublished(): Promise<Map<string, PublishedState>>;
-  publish(batch: { versions: VersionWrite[]; provisional: ProvisionalWrite[] }, fence: WriterFence): Promise<void>;
+  publish(
+    batch: { versions: VersionWrite[]; provisional: ProvisionalWrite[] },
+    fence: WriterFence,
+  ): Promise<void>;
 }
 
 export interface CoordinatorOptions {
@@ -105,8 +103,17 @@ export class Coordinator {
     const reports = await this.partitions.reports();
     const missing = this.missingPartitions(reports);
     if (missing.length > 0) {
-      this.options.logger.warn({ missingPartitions: missing }, 'round held back: partitions missing');
-      return { globalWatermarkMs: Number.NEGATIVE_INFINITY, finals: 0, restated: 0, provisional: 0, missingPartitions: missing };
+      this.options.logger.warn(
+        { missingPartitions: missing },
+        'round held back: partitions missing',
+      );
+      return {
+        globalWatermarkMs: Number.NEGATIVE_INFINITY,
+        finals: 0,
+        restated: 0,
+        provisional: 0,
+        missingPartitions: missing,
+      };
     }
     const globalWatermarkMs = Math.min(...reports.map((r) => r.watermarkMs));
 
@@ -121,7 +128,12 @@ export class Coordinator {
 
     const versions: VersionWrite[] = [...finals];
     for (const key of restatedKeys) {
-      const write = this.restate(key, counts.get(key) ?? 0, restatements.get(key) as Restatement, globalWatermarkMs);
+      const write = this.restate(
+        key,
+        counts.get(key) ?? 0,
+        restatements.get(key) as Restatement,
+        globalWatermarkMs,
+      );
       if (write !== null) versions.push(write);
     }
     const provisional = this.provisionalWrites(provisionalKeys, counts, globalWatermarkMs);
@@ -130,18 +142,30 @@ export class Coordinator {
     if (versions.length > 0 || provisional.length > 0) {
       await this.sink.publish({ versions, provisional }, this.options.fence);
     }
-    for (const write of provisional) this.provisional.set(`${write.periodType}:${write.periodStartMs}`, write.distinctUsers);
+    for (const write of provisional)
+      this.provisional.set(`${write.periodType}:${write.periodStartMs}`, write.distinctUsers);
     await this.partitions.acknowledge(this.acks(reports));
 
     const restated = versions.length - finals.length;
     if (finals.length > 0 || restated > 0) {
       this.options.logger.info(
-        { finals: finals.length, restated, provisional: provisional.length, watermark: globalWatermarkMs },
+        {
+          finals: finals.length,
+          restated,
+          provisional: provisional.length,
+          watermark: globalWatermarkMs,
+        },
         'round published',
       );
     }
 
-    return { globalWatermarkMs, finals: finals.length, restated, provisional: provisional.length, missingPartitions: [] };
+    return {
+      globalWatermarkMs,
+      finals: finals.length,
+      restated,
+      provisional: provisional.length,
+      missingPartitions: [],
+    };
   }
 
   private missingPartitions(reports: readonly PartitionReport[]): number[] {
@@ -168,7 +192,16 @@ export class Coordinator {
       if (this.published.has(key)) continue;
       const period = parsePeriodKey(key);
       if (periodEnd(period) + this.options.allowedLatenessMs > globalWatermarkMs) continue;
-      writes.push(versionWrite(period, 1, sum, 'final', 'closed: sum of partition counts at close', globalWatermarkMs));
+      writes.push(
+        versionWrite(
+          period,
+          1,
+          sum,
+          'final',
+          'closed: sum of partition counts at close',
+          globalWatermarkMs,
+        ),
+      );
     }
 
     return writes;
@@ -197,7 +230,12 @@ export class Coordinator {
     return out;
   }
 
-  private restate(key: string, sum: number, r: Restatement, watermarkMs: number): VersionWrite | null {
+  private restate(
+    key: string,
+    sum: number,
+    r: Restatement,
+    watermarkMs: number,
+  ): VersionWrite | null {
     const last = this.published.get(key) as PublishedState;
     const period = parsePeriodKey(key);
 
@@ -220,7 +258,10 @@ export class Coordinator {
   }
 
   /** Open days and weeks to refresh, once per hour boundary the watermark crosses. */
-  private provisionalKeys(reports: readonly PartitionReport[], globalWatermarkMs: number): string[] {
+  private provisionalKeys(
+    reports: readonly PartitionReport[],
+    globalWatermarkMs: number,
+  ): string[] {
     const hour = Math.floor(globalWatermarkMs / HOUR_MS);
     if (!(hour > this.provisionalHour)) return [];
     this.provisionalHour = hour;
@@ -236,13 +277,22 @@ export class Coordinator {
     return [...keys];
   }
 
-  private provisionalWrites(keys: readonly string[], counts: Map<string, number>, watermarkMs: number): ProvisionalWrite[] {
+  private provisionalWrites(
+    keys: readonly string[],
+    counts: Map<string, number>,
+    watermarkMs: number,
+  ): ProvisionalWrite[] {
     const writes: ProvisionalWrite[] = [];
     for (const key of keys) {
       const sum = counts.get(key) ?? 0;
       if (this.published.has(key) || this.provisional.get(key) === sum || sum === 0) continue;
       const period = parsePeriodKey(key);
-      writes.push({ periodType: period.type, periodStartMs: period.startMs, distinctUsers: sum, watermarkMs });
+      writes.push({
+        periodType: period.type,
+        periodStartMs: period.startMs,
+        distinctUsers: sum,
+        watermarkMs,
+      });
     }
 
     return writes;
@@ -254,7 +304,9 @@ export class Coordinator {
 
     const perPartition = await this.partitions.counts(keys);
     if (perPartition.length !== this.partitions.partitionCount) {
-      throw new Error(`[SL-COORD-002] counts came from ${perPartition.length} of ${this.partitions.partitionCount} partitions`);
+      throw new Error(
+        `[SL-COORD-002] counts came from ${perPartition.length} of ${this.partitions.partitionCount} partitions`,
+      );
     }
     for (const counts of perPartition) {
       for (const [key, n] of counts) sums.set(key, (sums.get(key) ?? 0) + n);
@@ -286,5 +338,13 @@ function versionWrite(
   reason: string,
   watermarkMs: number,
 ): VersionWrite {
-  return { periodType: period.type, periodStartMs: period.startMs, version, distinctUsers, status, reason, watermarkMs };
+  return {
+    periodType: period.type,
+    periodStartMs: period.startMs,
+    version,
+    distinctUsers,
+    status,
+    reason,
+    watermarkMs,
+  };
 }

@@ -75,7 +75,12 @@ export class EmbeddedNode {
       await checkPartitionCount(store, options.partitions);
       const actors: PartitionActor[] = [];
       for (let p = 0; p < options.partitions; p++) {
-        actors.push(await PartitionActor.open({ partition: p, allowedLatenessMs: options.allowedLatenessMs }, store));
+        actors.push(
+          await PartitionActor.open(
+            { partition: p, allowedLatenessMs: options.allowedLatenessMs },
+            store,
+          ),
+        );
       }
 
       const router = new EventRouter({ ...options, now: options.now ?? Date.now });
@@ -107,7 +112,12 @@ export class EmbeddedNode {
   }
 
   /** Resident dictionary bytes, hours on disk only, and hours read back, over all partitions. */
-  get stats(): { knownUsers: number; dictionaryBytes: number; evictedHours: number; hourLoads: number } {
+  get stats(): {
+    knownUsers: number;
+    dictionaryBytes: number;
+    evictedHours: number;
+    hourLoads: number;
+  } {
     let dictionaryBytes = 0;
     let evictedHours = 0;
     let hourLoads = 0;
@@ -125,7 +135,16 @@ export class EmbeddedNode {
     const routed = this.router.route(batch);
     await this.applyAll(routed.batches);
 
-    const rejects = [...batch.rejects.map(({ source, line, reason, detail, raw }) => ({ source, line, reason, detail, raw })), ...routed.rejects];
+    const rejects = [
+      ...batch.rejects.map(({ source, line, reason, detail, raw }) => ({
+        source,
+        line,
+        reason,
+        detail,
+        raw,
+      })),
+      ...routed.rejects,
+    ];
     this.pendingRejects.push(...rejects);
 
     return { accepted: routed.accepted, rejects };
@@ -188,7 +207,8 @@ export class EmbeddedNode {
   }
 
   private async applyAll(batches: readonly PartitionBatch[]): Promise<void> {
-    for (const batch of batches) await (this.actors[batch.partition] as PartitionActor).apply(batch);
+    for (const batch of batches)
+      await (this.actors[batch.partition] as PartitionActor).apply(batch);
   }
 
   private spillToBudget(): void {
@@ -201,7 +221,10 @@ export class EmbeddedNode {
     const share = (excess + this.options.memoryBudgetBytes * 0.1) / this.actors.length;
     let freed = 0;
     for (const actor of this.actors) freed += actor.evict(share);
-    this.options.logger.debug({ usedBytes: used, freedBytes: freed }, 'spilled closed periods to disk');
+    this.options.logger.debug(
+      { usedBytes: used, freedBytes: freed },
+      'spilled closed periods to disk',
+    );
   }
 }
 

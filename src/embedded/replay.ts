@@ -119,7 +119,10 @@ class ReplayRun {
   async execute(): Promise<void> {
     const stored = await this.node.getRecord<Progress>(PROGRESS_KEY);
     if (stored !== undefined) this.progress = stored;
-    this.options.logger.info({ paths: this.options.paths, resume: stored !== undefined }, 'replay started');
+    this.options.logger.info(
+      { paths: this.options.paths, resume: stored !== undefined },
+      'replay started',
+    );
 
     if (this.options.read.receiveTimeField === undefined) await this.streamInFileOrder();
     else await this.replayInReceiveOrder();
@@ -132,7 +135,9 @@ class ReplayRun {
   private async streamInFileOrder(): Promise<void> {
     const fromLine = new Map(Object.entries(this.progress.lines));
     if (fromLine.size > 0) {
-      this.resumed = [...fromLine].map(([source, line]) => `${path.basename(source)} up to line ${line}`).join(', ');
+      this.resumed = [...fromLine]
+        .map(([source, line]) => `${path.basename(source)} up to line ${line}`)
+        .join(', ');
     }
 
     for await (const batch of readEvents(this.options.paths, { ...this.options.read, fromLine })) {
@@ -146,7 +151,10 @@ class ReplayRun {
     const all: EventBatch[] = [];
     for await (const batch of readEvents(this.options.paths, this.options.read)) all.push(batch);
 
-    const signature = all.map((b) => `${b.source}:${b.lastLine}`).filter((s, i, a) => a.indexOf(s) === i).join('|');
+    const signature = all
+      .map((b) => `${b.source}:${b.lastLine}`)
+      .filter((s, i, a) => a.indexOf(s) === i)
+      .join('|');
     const ordered = sortByReceiveTime(all, this.options.read.batchSize ?? 8192);
     const done = this.progress.sorted[signature] ?? 0;
     let position = 0;
@@ -168,7 +176,8 @@ class ReplayRun {
     const result = await this.node.ingest(batch);
     this.records += batch.length + batch.rejects.length;
     this.accepted += result.accepted;
-    for (const reject of result.rejects) this.rejected[reject.reason] = (this.rejected[reject.reason] ?? 0) + 1;
+    for (const reject of result.rejects)
+      this.rejected[reject.reason] = (this.rejected[reject.reason] ?? 0) + 1;
 
     this.options.onProgress?.({
       source: batch.source,

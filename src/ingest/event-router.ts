@@ -68,7 +68,11 @@ export class EventRouter {
   get state(): RouterState {
     const finite = (n: number): number | null => (Number.isFinite(n) ? n : null);
 
-    return { watermarkMs: finite(this.watermarkMs), clockMs: finite(this.clockMs), maxEventMs: finite(this.maxEventMs) };
+    return {
+      watermarkMs: finite(this.watermarkMs),
+      clockMs: finite(this.clockMs),
+      maxEventMs: finite(this.maxEventMs),
+    };
   }
 
   restore(state: RouterState): void {
@@ -98,12 +102,20 @@ export class EventRouter {
       this.position = i;
       this.partitionOf[i] = -1;
       const eventMs = batch.eventTimeMs[i] as number;
-      let receiveMs = batch.receiveTimeMs === null ? Number.NaN : (batch.receiveTimeMs[i] as number);
+      let receiveMs =
+        batch.receiveTimeMs === null ? Number.NaN : (batch.receiveTimeMs[i] as number);
 
       if (o.watermarkMode === 'clock') {
         // A receive time from a collector whose clock runs ahead must not drag the watermark forward.
         if (receiveMs > wallMs + o.maxFutureSkewMs) {
-          rejects.push(deadLetter(batch, i, 'future', `receive time ${isoOrNumber(receiveMs)} is later than the wall clock`));
+          rejects.push(
+            deadLetter(
+              batch,
+              i,
+              'future',
+              `receive time ${isoOrNumber(receiveMs)} is later than the wall clock`,
+            ),
+          );
           continue;
         }
         if (receiveMs > this.clockMs) this.tickClock(receiveMs);
@@ -113,11 +125,25 @@ export class EventRouter {
       }
 
       if (eventMs > receiveMs + o.maxFutureSkewMs) {
-        rejects.push(deadLetter(batch, i, 'future', `event time is ${formatGap(eventMs - receiveMs)} after its receive time ${isoOrNumber(receiveMs)}`));
+        rejects.push(
+          deadLetter(
+            batch,
+            i,
+            'future',
+            `event time is ${formatGap(eventMs - receiveMs)} after its receive time ${isoOrNumber(receiveMs)}`,
+          ),
+        );
         continue;
       }
       if (eventMs < this.watermarkMs - o.restatementHorizonMs) {
-        rejects.push(deadLetter(batch, i, 'too_old', `event time is ${formatGap(this.watermarkMs - eventMs)} behind the watermark ${isoOrNumber(this.watermarkMs)}`));
+        rejects.push(
+          deadLetter(
+            batch,
+            i,
+            'too_old',
+            `event time is ${formatGap(this.watermarkMs - eventMs)} behind the watermark ${isoOrNumber(this.watermarkMs)}`,
+          ),
+        );
         continue;
       }
 
@@ -161,7 +187,8 @@ export class EventRouter {
     this.position = 0;
     if (Number.isFinite(last)) {
       const target = weekStart(last) + WEEK_MS + o.allowedLatenessMs;
-      if (o.watermarkMode === 'clock') this.clockMs = Math.max(this.clockMs, target + o.maxOutOfOrdernessMs);
+      if (o.watermarkMode === 'clock')
+        this.clockMs = Math.max(this.clockMs, target + o.maxOutOfOrdernessMs);
       this.moveWatermark(target);
     }
     this.mark(this.watermarkMs);
@@ -246,15 +273,27 @@ export class EventRouter {
   }
 }
 
-function deadLetter(batch: EventBatch, i: number, reason: 'future' | 'too_old', detail: string): DeadLetterWrite {
+function deadLetter(
+  batch: EventBatch,
+  i: number,
+  reason: 'future' | 'too_old',
+  detail: string,
+): DeadLetterWrite {
   const record = {
     user_id: batch.userIds[i],
     event_time: isoOrNumber(batch.eventTimeMs[i] as number),
-    receive_time: batch.receiveTimeMs === null ? undefined : isoOrNumber(batch.receiveTimeMs[i] as number),
+    receive_time:
+      batch.receiveTimeMs === null ? undefined : isoOrNumber(batch.receiveTimeMs[i] as number),
     event_id: batch.eventIds?.[i],
   };
 
-  return { source: batch.source, line: batch.lines[i] as number, reason, detail, raw: JSON.stringify(record) };
+  return {
+    source: batch.source,
+    line: batch.lines[i] as number,
+    reason,
+    detail,
+    raw: JSON.stringify(record),
+  };
 }
 
 /**

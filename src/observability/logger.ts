@@ -14,7 +14,10 @@ export interface LoggerOptions {
  * command output on stdout stays machine-readable.
  */
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const logger = pino({ level: options.level ?? 'info', base: { pid: process.pid } }, pino.destination(2));
+  const logger = pino(
+    { level: options.level ?? 'info', base: { pid: process.pid } },
+    pino.destination(2),
+  );
 
   return options.component === undefined ? logger : logger.child({ component: options.component });
 }

@@ -6,10 +6,24 @@ export type OutputFormat = 'table' | 'csv' | 'json';
 type Cell = string | number | null;
 
 /** CSV columns of `query`. */
-export const CURRENT_COLUMNS = ['period_type', 'period_start', 'distinct_users', 'version', 'status'] as const;
+export const CURRENT_COLUMNS = [
+  'period_type',
+  'period_start',
+  'distinct_users',
+  'version',
+  'status',
+] as const;
 
 /** CSV columns of `query --history`. */
-export const HISTORY_COLUMNS = ['period_type', 'period_start', 'version', 'distinct_users', 'status', 'reason', 'written_at'] as const;
+export const HISTORY_COLUMNS = [
+  'period_type',
+  'period_start',
+  'version',
+  'distinct_users',
+  'status',
+  'reason',
+  'written_at',
+] as const;
 
 export const FILING_COLUMNS = [
   'filing_id',
@@ -77,19 +91,34 @@ export function formatRejects(summary: DeadLetterSummary, format: OutputFormat):
   const records: Record<string, Cell>[] = [];
   for (const [reason, count] of Object.entries(summary.counts)) {
     const examples = summary.examples[reason as keyof typeof summary.examples] ?? [];
-    if (examples.length === 0) records.push({ reason, count, source: null, line: null, detail: null, raw: null });
+    if (examples.length === 0)
+      records.push({ reason, count, source: null, line: null, detail: null, raw: null });
     for (const [i, e] of examples.entries()) {
-      records.push({ reason: i === 0 ? reason : '', count: i === 0 ? (count ?? 0) : '', source: e.source, line: e.line, detail: e.detail, raw: e.raw.slice(0, 120) });
+      records.push({
+        reason: i === 0 ? reason : '',
+        count: i === 0 ? (count ?? 0) : '',
+        source: e.source,
+        line: e.line,
+        detail: e.detail,
+        raw: e.raw.slice(0, 120),
+      });
     }
   }
 
   return render(['reason', 'count', 'source', 'line', 'detail', 'raw'], records, format);
 }
 
-function render(columns: readonly string[], records: readonly Record<string, Cell>[], format: OutputFormat): string {
+function render(
+  columns: readonly string[],
+  records: readonly Record<string, Cell>[],
+  format: OutputFormat,
+): string {
   if (format === 'json') return `${JSON.stringify(records, null, 2)}\n`;
   if (format === 'csv') {
-    const lines = [columns.join(','), ...records.map((r) => columns.map((c) => csvCell(r[c] ?? null)).join(','))];
+    const lines = [
+      columns.join(','),
+      ...records.map((r) => columns.map((c) => csvCell(r[c] ?? null)).join(',')),
+    ];
     return `${lines.join('\n')}\n`;
   }
 
@@ -106,10 +135,21 @@ function csvCell(value: Cell): string {
 function table(columns: readonly string[], records: readonly Record<string, Cell>[]): string {
   if (records.length === 0) return '(no rows)\n';
 
-  const cells = records.map((r) => columns.map((c) => (r[c] === null || r[c] === undefined ? '' : String(r[c]))));
-  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((row) => (row[i] as string).length)));
+  const cells = records.map((r) =>
+    columns.map((c) => (r[c] === null || r[c] === undefined ? '' : String(r[c]))),
+  );
+  const widths = columns.map((c, i) =>
+    Math.max(c.length, ...cells.map((row) => (row[i] as string).length)),
+  );
   const line = (row: readonly string[]): string =>
-    row.map((cell, i) => (typeof records[0]?.[columns[i] as string] === 'number' ? cell.padStart(widths[i] as number) : cell.padEnd(widths[i] as number))).join('  ').trimEnd();
+    row
+      .map((cell, i) =>
+        typeof records[0]?.[columns[i] as string] === 'number'
+          ? cell.padStart(widths[i] as number)
+          : cell.padEnd(widths[i] as number),
+      )
+      .join('  ')
+      .trimEnd();
 
   return `${[line(columns), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line)].join('\n')}\n`;
 }

@@ -3,7 +3,13 @@ import fs from 'node:fs/promises';
 import { Level } from 'level';
 
 import { changesKey, hourIndexOfKey, hourKey, metaKey, partitionPrefix } from './partition-keys.js';
-import type { PartitionStorage, PeriodChange, SealRecord, StorageOp, StoredPartition } from './types.js';
+import type {
+  PartitionStorage,
+  PeriodChange,
+  SealRecord,
+  StorageOp,
+  StoredPartition,
+} from './types.js';
 
 const decoder = new TextDecoder();
 
@@ -38,7 +44,10 @@ export class LevelStateStore implements PartitionStorage {
       hourIndexes.push(hourIndexOfKey(key));
     }
     for await (const [key, value] of this.db.iterator({ gte: `${prefix}s/`, lt: `${prefix}s0` })) {
-      seals.push({ key: key.slice(prefix.length + 2), count: new DataView(value.buffer, value.byteOffset).getUint32(0, true) });
+      seals.push({
+        key: key.slice(prefix.length + 2),
+        count: new DataView(value.buffer, value.byteOffset).getUint32(0, true),
+      });
     }
     const meta = await this.db.get(metaKey(partition));
     if (meta !== undefined) {
@@ -46,19 +55,29 @@ export class LevelStateStore implements PartitionStorage {
       if (parsed.watermarkMs !== null) watermarkMs = parsed.watermarkMs;
     }
     const storedChanges = await this.db.get(changesKey(partition));
-    if (storedChanges !== undefined) changes = JSON.parse(decoder.decode(storedChanges)) as PeriodChange[];
+    if (storedChanges !== undefined)
+      changes = JSON.parse(decoder.decode(storedChanges)) as PeriodChange[];
 
     return { watermarkMs, dictSegments, hourIndexes, seals, changes };
   }
 
-  async loadHours(partition: number, hourIndexes: readonly number[]): Promise<(Uint8Array | undefined)[]> {
+  async loadHours(
+    partition: number,
+    hourIndexes: readonly number[],
+  ): Promise<(Uint8Array | undefined)[]> {
     return this.db.getMany(hourIndexes.map((h) => hourKey(partition, h)));
   }
 
   /** Writes all ops in one atomic batch. */
   async write(ops: readonly StorageOp[]): Promise<void> {
     if (ops.length === 0) return;
-    await this.db.batch(ops.map((op) => (op.type === 'put' ? { type: 'put' as const, key: op.key, value: op.value } : { type: 'del' as const, key: op.key })));
+    await this.db.batch(
+      ops.map((op) =>
+        op.type === 'put'
+          ? { type: 'put' as const, key: op.key, value: op.value }
+          : { type: 'del' as const, key: op.key },
+      ),
+    );
   }
 
   async getJson<T>(key: string): Promise<T | undefined> {

@@ -82,7 +82,10 @@ export class PartitionActor {
   }
 
   /** Opens the actor of a partition from its durable state. */
-  static async open(options: PartitionActorOptions, storage: PartitionStorage): Promise<PartitionActor> {
+  static async open(
+    options: PartitionActorOptions,
+    storage: PartitionStorage,
+  ): Promise<PartitionActor> {
     const actor = new PartitionActor(options, storage);
     const stored = await storage.loadPartition(options.partition);
 
@@ -137,7 +140,8 @@ export class PartitionActor {
       const id = this.dict.idOf(batch.userIds[i] as string, batch.slotHashes[i] as number);
       this.applyOne(id, batch.eventTimeMs[i] as number);
     }
-    for (; m < batch.marks.length; m++) this.advance((batch.marks[m] as { watermarkMs: number }).watermarkMs);
+    for (; m < batch.marks.length; m++)
+      this.advance((batch.marks[m] as { watermarkMs: number }).watermarkMs);
     this.flushPending();
   }
 
@@ -194,7 +198,11 @@ export class PartitionActor {
     const p = this.partition;
 
     if (this.dict.size > this.persistedDictSize) {
-      ops.push({ type: 'put', key: dictKey(p, this.persistedDictSize), value: this.dict.encodeSegment(this.persistedDictSize) });
+      ops.push({
+        type: 'put',
+        key: dictKey(p, this.persistedDictSize),
+        value: this.dict.encodeSegment(this.persistedDictSize),
+      });
     }
     for (const [hourIndex, bytes] of this.sets.dirtyHours()) {
       ops.push({ type: 'put', key: hourKey(p, hourIndex), value: bytes });
@@ -229,7 +237,9 @@ export class PartitionActor {
    * used first. Call only right after {@link markPersisted}.
    */
   evict(bytesToFree: number): number {
-    return this.sets.evict(bytesToFree, (hourIndex) => this.isSealed('week', weekStart(hourIndex * HOUR_MS)));
+    return this.sets.evict(bytesToFree, (hourIndex) =>
+      this.isSealed('week', weekStart(hourIndex * HOUR_MS)),
+    );
   }
 
   // --- event path -------------------------------------------------------
@@ -376,7 +386,10 @@ export class PartitionActor {
 
     for (let i = 0; i < batch.length; i++) {
       while (m < batch.marks.length && (batch.marks[m]?.before as number) <= i) {
-        watermarkMs = Math.max(watermarkMs, (batch.marks[m] as { watermarkMs: number }).watermarkMs);
+        watermarkMs = Math.max(
+          watermarkMs,
+          (batch.marks[m] as { watermarkMs: number }).watermarkMs,
+        );
         m++;
       }
       const hourMs = Math.floor((batch.eventTimeMs[i] as number) / HOUR_MS) * HOUR_MS;
@@ -397,7 +410,9 @@ export class PartitionActor {
     for (let i = 0; i < list.length; i++) {
       const value = values[i];
       if (value === undefined) {
-        throw new Error(`[SL-SHARD-002] partition ${this.partition} hour ${list[i]} is registered but missing from storage`);
+        throw new Error(
+          `[SL-SHARD-002] partition ${this.partition} hour ${list[i]} is registered but missing from storage`,
+        );
       }
       this.sets.installLoadedHour(list[i] as number, value);
     }

@@ -1,6 +1,13 @@
 import roaring from 'roaring';
 
-import { DAY_MS, HOUR_MS, WEEK_MS, dayStart, weekStart, type PeriodType } from '../periods/index.js';
+import {
+  DAY_MS,
+  HOUR_MS,
+  WEEK_MS,
+  dayStart,
+  weekStart,
+  type PeriodType,
+} from '../periods/index.js';
 
 const { RoaringBitmap32 } = roaring;
 type Bitmap = InstanceType<typeof RoaringBitmap32>;

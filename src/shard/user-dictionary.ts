@@ -71,7 +71,8 @@ export class UserDictionary {
     for (;;) {
       const offset = this.table[2 * slot + 1] as number;
       if (offset === EMPTY) return EMPTY;
-      if (this.table[2 * slot] === hash && this.recordEquals(offset, userId)) return this.idAt(offset);
+      if (this.table[2 * slot] === hash && this.recordEquals(offset, userId))
+        return this.idAt(offset);
       slot = (slot + 1) & this.mask;
     }
   }
@@ -80,7 +81,9 @@ export class UserDictionary {
   userIdOf(id: number): string {
     const [start, end] = this.bytesOf(this.starts[id] as number);
 
-    return Buffer.from(this.arena.buffer, this.arena.byteOffset + start, end - start).toString('utf8');
+    return Buffer.from(this.arena.buffer, this.arena.byteOffset + start, end - start).toString(
+      'utf8',
+    );
   }
 
   /**
@@ -130,7 +133,13 @@ export class UserDictionary {
   private idAt(offset: number): number {
     const a = this.arena;
 
-    return ((a[offset] as number) | ((a[offset + 1] as number) << 8) | ((a[offset + 2] as number) << 16) | ((a[offset + 3] as number) << 24)) >>> 0;
+    return (
+      ((a[offset] as number) |
+        ((a[offset + 1] as number) << 8) |
+        ((a[offset + 2] as number) << 16) |
+        ((a[offset + 3] as number) << 24)) >>>
+      0
+    );
   }
 
   /** [start, end) of a record's id bytes. */

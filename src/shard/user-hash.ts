@@ -69,7 +69,12 @@ export function hashUserId(s: string, out: Hash64): Hash64 {
 }
 
 /** Hashes raw UTF-8 bytes; equal to {@link hashUserId} of the decoded string. */
-export function hashUserIdBytes(bytes: Uint8Array, start: number, end: number, out: Hash64): Hash64 {
+export function hashUserIdBytes(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  out: Hash64,
+): Hash64 {
   out.hi = OFFSET_HI;
   out.lo = OFFSET_LO;
   for (let i = start; i < end; i++) mixByte(out, bytes[i] as number);

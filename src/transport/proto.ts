@@ -141,8 +141,12 @@ export function loadSpeedlayerProtos(): SpeedlayerProtos {
 export function loadSpeedlayerRoot(): protobuf.Root {
   const root = new protobuf.Root();
   // Imports name files from the include root, not from the importing file's folder.
-  root.resolvePath = (_origin, target) => (path.isAbsolute(target) ? target : path.join(PROTO_DIR, target));
-  root.loadSync(PROTO_FILES.map((file) => path.join(PROTO_DIR, file)), { keepCase: true });
+  root.resolvePath = (_origin, target) =>
+    path.isAbsolute(target) ? target : path.join(PROTO_DIR, target);
+  root.loadSync(
+    PROTO_FILES.map((file) => path.join(PROTO_DIR, file)),
+    { keepCase: true },
+  );
   root.resolveAll();
 
   return root;
@@ -480,7 +484,11 @@ export interface WatchVersionsRequestWire {
 /** A unary method of a client. */
 export interface UnaryClientMethod<Req, Res> {
   (request: Req, callback: grpc.requestCallback<Res>): grpc.ClientUnaryCall;
-  (request: Req, metadata: grpc.Metadata, callback: grpc.requestCallback<Res>): grpc.ClientUnaryCall;
+  (
+    request: Req,
+    metadata: grpc.Metadata,
+    callback: grpc.requestCallback<Res>,
+  ): grpc.ClientUnaryCall;
   (
     request: Req,
     metadata: grpc.Metadata,
@@ -646,7 +654,10 @@ export function periodKeyFromWire(wire: PeriodWire | null | undefined): string {
 
 export function periodRangeToWire(range: PeriodRange): PeriodRangeWire {
   return {
-    period_type: range.periodType === undefined ? 'PERIOD_TYPE_UNSPECIFIED' : periodTypeToWire(range.periodType),
+    period_type:
+      range.periodType === undefined
+        ? 'PERIOD_TYPE_UNSPECIFIED'
+        : periodTypeToWire(range.periodType),
     ...(range.fromMs === undefined ? {} : { from_ms: range.fromMs }),
     ...(range.toMs === undefined ? {} : { to_ms: range.toMs }),
   };
@@ -657,7 +668,9 @@ export function periodRangeFromWire(wire: PeriodRangeWire | null | undefined): P
   if (wire == null) return {};
 
   return {
-    ...(wire.period_type === 'PERIOD_TYPE_UNSPECIFIED' ? {} : { periodType: periodTypeFromWire(wire.period_type) }),
+    ...(wire.period_type === 'PERIOD_TYPE_UNSPECIFIED'
+      ? {}
+      : { periodType: periodTypeFromWire(wire.period_type) }),
     ...(wire.from_ms === undefined ? {} : { fromMs: wire.from_ms }),
     ...(wire.to_ms === undefined ? {} : { toMs: wire.to_ms }),
   };
@@ -677,7 +690,9 @@ export function partitionBatchToWire(batch: PartitionBatch): PartitionBatchWire 
  * @throws WireFormatError when the batch is missing, its columns differ in
  * length, or its marks are out of order or point past the last event.
  */
-export function partitionBatchFromWire(wire: PartitionBatchWire | null | undefined): PartitionBatch {
+export function partitionBatchFromWire(
+  wire: PartitionBatchWire | null | undefined,
+): PartitionBatch {
   if (wire == null) throw new WireFormatError('a partition batch is missing');
 
   const length = wire.user_ids.length;
@@ -690,7 +705,9 @@ export function partitionBatchFromWire(wire: PartitionBatchWire | null | undefin
   let previous = 0;
   for (const mark of wire.marks) {
     if (mark.before < previous || mark.before > length) {
-      throw new WireFormatError(`partition ${wire.partition} batch has a mark before ${mark.before} out of order`);
+      throw new WireFormatError(
+        `partition ${wire.partition} batch has a mark before ${mark.before} out of order`,
+      );
     }
     previous = mark.before;
   }
@@ -914,22 +931,33 @@ export function rejectSummaryFromWire(wires: readonly RejectSummaryWire[]): Dead
 }
 
 function periodChangeToWire(change: PeriodChange): PeriodChangeWire {
-  return { period: periodKeyToWire(change.key), late_events: change.lateEvents, new_users: change.newUsers };
+  return {
+    period: periodKeyToWire(change.key),
+    late_events: change.lateEvents,
+    new_users: change.newUsers,
+  };
 }
 
 function periodChangeFromWire(wire: PeriodChangeWire): PeriodChange {
-  return { key: periodKeyFromWire(wire.period), lateEvents: wire.late_events, newUsers: wire.new_users };
+  return {
+    key: periodKeyFromWire(wire.period),
+    lateEvents: wire.late_events,
+    newUsers: wire.new_users,
+  };
 }
 
 /** A watermark as an optional field: left out while it is unknown (-Infinity). */
 function watermarkToWire(watermarkMs: number): { watermark_ms?: number } {
   if (watermarkMs === Number.NEGATIVE_INFINITY) return {};
-  if (!Number.isFinite(watermarkMs)) throw new WireFormatError(`watermark ${watermarkMs} cannot be sent`);
+  if (!Number.isFinite(watermarkMs))
+    throw new WireFormatError(`watermark ${watermarkMs} cannot be sent`);
 
   return { watermark_ms: watermarkMs };
 }
 
-function invert<K extends string, V extends string>(map: Readonly<Record<K, V>>): ReadonlyMap<string, K> {
+function invert<K extends string, V extends string>(
+  map: Readonly<Record<K, V>>,
+): ReadonlyMap<string, K> {
   return new Map(Object.entries<V>(map).map(([k, v]) => [v, k as K]));
 }
 

@@ -42,7 +42,19 @@ describe('speedlayer replay and query', () => {
     await fs.writeFile(file, zlib.gzipSync(`${records.join('\n')}\n`));
     const store = ['--data-dir', path.join(dir, 'nd')];
 
-    const replay = await runCli(['replay', file, '--user-field', 'actor.login', '--time-field', 'at', '--time-format', 'iso', ...store, '--log-level', 'silent']);
+    const replay = await runCli([
+      'replay',
+      file,
+      '--user-field',
+      'actor.login',
+      '--time-field',
+      'at',
+      '--time-format',
+      'iso',
+      ...store,
+      '--log-level',
+      'silent',
+    ]);
     expect(replay.code).toBe(0);
     expect(replay.stdout).toContain('records read:     9');
     expect(replay.stdout).toContain('accepted:         5');
@@ -63,7 +75,10 @@ describe('speedlayer replay and query', () => {
     );
 
     const rejects = await runCli(['rejects', '--format', 'json', ...store]);
-    const summary = JSON.parse(rejects.stdout) as { counts: Record<string, number>; examples: Record<string, { line: number }[]> };
+    const summary = JSON.parse(rejects.stdout) as {
+      counts: Record<string, number>;
+      examples: Record<string, { line: number }[]>;
+    };
     expect(summary.counts).toEqual({ invalid_user_id: 2, invalid_time: 1, malformed: 1 });
     expect(summary.examples.invalid_time?.[0]?.line).toBe(7);
   });
@@ -82,39 +97,109 @@ describe('speedlayer replay and query', () => {
       ].join('\n'),
     );
     const store = ['--data-dir', path.join(dir, 'late')];
-    const replay = await runCli(['replay', file, '--user-field', 'user', '--time-field', 'event_time', '--receive-time-field', 'received', ...store, '--log-level', 'silent']);
+    const replay = await runCli([
+      'replay',
+      file,
+      '--user-field',
+      'user',
+      '--time-field',
+      'event_time',
+      '--receive-time-field',
+      'received',
+      ...store,
+      '--log-level',
+      'silent',
+    ]);
     expect(replay.code).toBe(0);
 
-    const day = await runCli(['query', '--period', 'day', '--from', '2026-03-29', '--to', '2026-03-30', '--format', 'json', ...store]);
+    const day = await runCli([
+      'query',
+      '--period',
+      'day',
+      '--from',
+      '2026-03-29',
+      '--to',
+      '2026-03-30',
+      '--format',
+      'json',
+      ...store,
+    ]);
     expect(JSON.parse(day.stdout)).toEqual([
-      { period_type: 'day', period_start: '2026-03-29T00:00:00Z', distinct_users: 2, version: 2, status: 'restated' },
+      {
+        period_type: 'day',
+        period_start: '2026-03-29T00:00:00Z',
+        distinct_users: 2,
+        version: 2,
+        status: 'restated',
+      },
     ]);
 
-    const history = await runCli(['query', '--history', '--period', 'day', '--format', 'csv', ...store]);
+    const history = await runCli([
+      'query',
+      '--history',
+      '--period',
+      'day',
+      '--format',
+      'csv',
+      ...store,
+    ]);
     const rows = history.stdout.trimEnd().split('\n');
-    expect(rows[0]).toBe('period_type,period_start,version,distinct_users,status,reason,written_at');
+    expect(rows[0]).toBe(
+      'period_type,period_start,version,distinct_users,status,reason,written_at',
+    );
     expect(rows[1]).toMatch(/^day,2026-03-29T00:00:00Z,1,1,final,/);
-    expect(rows[2]).toMatch(/^day,2026-03-29T00:00:00Z,2,2,restated,restated: \+1 users from 1 late events in 1 of 16 partitions,/);
+    expect(rows[2]).toMatch(
+      /^day,2026-03-29T00:00:00Z,2,2,restated,restated: \+1 users from 1 late events in 1 of 16 partitions,/,
+    );
 
-    const filed = await runCli(['file', '--period', 'day', '--start', '2026-03-30', '--by', 'finance', '--note', 'board deck', ...store]);
+    const filed = await runCli([
+      'file',
+      '--period',
+      'day',
+      '--start',
+      '2026-03-30',
+      '--by',
+      'finance',
+      '--note',
+      'board deck',
+      ...store,
+    ]);
     expect(filed.code).toBe(0);
-    expect(filed.stdout).toMatch(/^filed #1: day 2026-03-30T00:00:00.000Z = 1 \(version 1\) by finance/);
+    expect(filed.stdout).toMatch(
+      /^filed #1: day 2026-03-30T00:00:00.000Z = 1 \(version 1\) by finance/,
+    );
 
     const filings = await runCli(['filings', '--format', 'csv', ...store]);
-    expect(filings.stdout.split('\n')[1]).toMatch(/^1,day,2026-03-30T00:00:00Z,1,1,1,1,final,0,finance,.*,board deck$/);
+    expect(filings.stdout.split('\n')[1]).toMatch(
+      /^1,day,2026-03-30T00:00:00Z,1,1,1,1,final,0,finance,.*,board deck$/,
+    );
   });
 
   it('resumes an interrupted replay and does not count a replayed file twice', async () => {
     const file = path.join(dir, 'twice.csv');
     await fs.writeFile(file, 'u,t\na,2026-01-05T10:00:00Z\nb,2026-01-05T11:00:00Z\n');
     const store = ['--data-dir', path.join(dir, 'twice')];
-    const args = ['replay', file, '--user-field', 'u', '--time-field', 't', ...store, '--log-level', 'silent'];
+    const args = [
+      'replay',
+      file,
+      '--user-field',
+      'u',
+      '--time-field',
+      't',
+      ...store,
+      '--log-level',
+      'silent',
+    ];
 
     expect((await runCli(args)).code).toBe(0);
     const again = await runCli(args);
-    expect(again.stdout).toContain('records read:     0 (resumed: done earlier: twice.csv up to line 3)');
+    expect(again.stdout).toContain(
+      'records read:     0 (resumed: done earlier: twice.csv up to line 3)',
+    );
     const csv = await runCli(['query', '--period', 'day', '--format', 'csv', ...store]);
-    expect(csv.stdout).toBe('period_type,period_start,distinct_users,version,status\nday,2026-01-05T00:00:00Z,2,1,final\n');
+    expect(csv.stdout).toBe(
+      'period_type,period_start,distinct_users,version,status\nday,2026-01-05T00:00:00Z,2,1,final\n',
+    );
   });
 
   it('explains bad flags and missing options', async () => {
@@ -122,7 +207,14 @@ describe('speedlayer replay and query', () => {
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain("not a duration: 'ten minutes'");
 
-    const noField = await runCli(['replay', path.join(dir, 'twice.csv'), '--data-dir', path.join(dir, 'nofield'), '--log-level', 'silent']);
+    const noField = await runCli([
+      'replay',
+      path.join(dir, 'twice.csv'),
+      '--data-dir',
+      path.join(dir, 'nofield'),
+      '--log-level',
+      'silent',
+    ]);
     expect(noField.code).toBe(1);
     expect(noField.stderr).toMatch(/user/i);
 

@@ -33,11 +33,19 @@ async function tempDir(): Promise<string> {
 }
 
 /** Events in time order over `weeks` weeks, then shuffled within `jitterMs`, with repeats. */
-function randomStream(seed: number, users: number, events: number, weeks: number, jitterMs: number): TestEvent[] {
+function randomStream(
+  seed: number,
+  users: number,
+  events: number,
+  weeks: number,
+  jitterMs: number,
+): TestEvent[] {
   const next = rng(seed);
   const start = Date.UTC(2024, 11, 19, 7, 13); // a Thursday; the span crosses 2024-12-30 (ISO 2025-W01)
   const span = weeks * 7 * 24 * HOUR;
-  const ids = Array.from({ length: users }, (_, i) => (i % 17 === 0 ? `ü-${i}-€` : i % 23 === 0 ? `${i}😀` : `u${i}`));
+  const ids = Array.from({ length: users }, (_, i) =>
+    i % 17 === 0 ? `ü-${i}-€` : i % 23 === 0 ? `${i}😀` : `u${i}`,
+  );
   const list: TestEvent[] = [];
 
   for (let i = 0; i < events; i++) {
@@ -66,42 +74,51 @@ describe('engine exactness', () => {
     { seed: 1, partitions: 1, crashAt: 0.5 },
     { seed: 2, partitions: 3, crashAt: 0.3 },
     { seed: 3, partitions: 8, crashAt: 0.8 },
-  ])('matches a brute-force recount (seed $seed, $partitions partitions, crash at $crashAt)', async ({ seed, partitions, crashAt }) => {
-    const dir = await tempDir();
-    const jitterMs = 40 * 60_000;
-    const events = randomStream(seed, 3000, 30_000, 3, jitterMs);
-    const batches = toBatches(events, 777);
-    const warehouse = await Warehouse.open({ dataDir: dir });
-    const open = (): Promise<EmbeddedNode> =>
-      EmbeddedNode.open({ ...settings(partitions, jitterMs), stateDir: path.join(dir, 'state'), warehouse, logger: silentLogger() });
+  ])(
+    'matches a brute-force recount (seed $seed, $partitions partitions, crash at $crashAt)',
+    async ({ seed, partitions, crashAt }) => {
+      const dir = await tempDir();
+      const jitterMs = 40 * 60_000;
+      const events = randomStream(seed, 3000, 30_000, 3, jitterMs);
+      const batches = toBatches(events, 777);
+      const warehouse = await Warehouse.open({ dataDir: dir });
+      const open = (): Promise<EmbeddedNode> =>
+        EmbeddedNode.open({
+          ...settings(partitions, jitterMs),
+          stateDir: path.join(dir, 'state'),
+          warehouse,
+          logger: silentLogger(),
+        });
 
-    // First run: checkpoint at crashAt, apply a few batches more, then crash.
-    let node = await open();
-    const crashBatch = Math.floor(batches.length * crashAt);
-    for (let i = 0; i < crashBatch; i++) {
-      await node.ingest(batches[i]!);
-      if (i % 7 === 0) await node.round([jsonPut('test/next-batch', i + 1)]);
-    }
-    await node.round([jsonPut('test/next-batch', crashBatch)]);
-    for (let i = crashBatch; i < Math.min(batches.length, crashBatch + 5); i++) await node.ingest(batches[i]!);
-    await node.abandon();
+      // First run: checkpoint at crashAt, apply a few batches more, then crash.
+      let node = await open();
+      const crashBatch = Math.floor(batches.length * crashAt);
+      for (let i = 0; i < crashBatch; i++) {
+        await node.ingest(batches[i]!);
+        if (i % 7 === 0) await node.round([jsonPut('test/next-batch', i + 1)]);
+      }
+      await node.round([jsonPut('test/next-batch', crashBatch)]);
+      for (let i = crashBatch; i < Math.min(batches.length, crashBatch + 5); i++)
+        await node.ingest(batches[i]!);
+      await node.abandon();
 
-    // Second run: resume where the checkpoint says.
-    node = await open();
-    const resumeAt = (await node.getRecord<number>('test/next-batch')) ?? 0;
-    expect(resumeAt).toBe(crashBatch);
-    for (let i = resumeAt; i < batches.length; i++) {
-      await node.ingest(batches[i]!);
-      if (i % 11 === 0) await node.round();
-    }
-    await node.finish();
-    await node.close();
+      // Second run: resume where the checkpoint says.
+      node = await open();
+      const resumeAt = (await node.getRecord<number>('test/next-batch')) ?? 0;
+      expect(resumeAt).toBe(crashBatch);
+      for (let i = resumeAt; i < batches.length; i++) {
+        await node.ingest(batches[i]!);
+        if (i % 11 === 0) await node.round();
+      }
+      await node.finish();
+      await node.close();
 
-    const rows = await warehouse.queryCurrent({});
-    await warehouse.close();
+      const rows = await warehouse.queryCurrent({});
+      await warehouse.close();
 
-    expect(diffCounts(bruteForceCounts(events), rowsToCounts(rows))).toEqual([]);
-    expect(rows.every((r) => r.status === 'final' && r.version === 1)).toBe(true);
-    expect(rows.filter((r) => r.periodType === 'week').length).toBe(4);
-  });
+      expect(diffCounts(bruteForceCounts(events), rowsToCounts(rows))).toEqual([]);
+      expect(rows.every((r) => r.status === 'final' && r.version === 1)).toBe(true);
+      expect(rows.filter((r) => r.periodType === 'week').length).toBe(4);
+    },
+  );
 });

@@ -55,18 +55,30 @@ function arrivals(seed: number, n: number): ModelEvent[] {
     else if (r < 0.16) delay = DAY + Math.floor(next() * 1.9 * DAY);
     else if (r < 0.18) delay = 3 * DAY + HOUR + Math.floor(next() * 20 * DAY);
     else if (r < 0.19) delay = -(6 * MIN + Math.floor(next() * 3 * DAY));
-    out.push({ userId: `user-${Math.floor(next() ** 1.5 * 900)}`, eventMs: receiveMs - delay, receiveMs });
+    out.push({
+      userId: `user-${Math.floor(next() ** 1.5 * 900)}`,
+      eventMs: receiveMs - delay,
+      receiveMs,
+    });
   }
 
   return out;
 }
 
-async function setup(memoryBudgetBytes = settings.memoryBudgetBytes): Promise<{ dir: string; warehouse: Warehouse; open: () => Promise<EmbeddedNode> }> {
+async function setup(
+  memoryBudgetBytes = settings.memoryBudgetBytes,
+): Promise<{ dir: string; warehouse: Warehouse; open: () => Promise<EmbeddedNode> }> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'speedlayer-late-'));
   dirs.push(dir);
   const warehouse = await Warehouse.open({ dataDir: dir });
   const open = (): Promise<EmbeddedNode> =>
-    EmbeddedNode.open({ ...settings, memoryBudgetBytes, stateDir: path.join(dir, 'state'), warehouse, logger: silentLogger() });
+    EmbeddedNode.open({
+      ...settings,
+      memoryBudgetBytes,
+      stateDir: path.join(dir, 'state'),
+      warehouse,
+      logger: silentLogger(),
+    });
 
   return { dir, warehouse, open };
 }
@@ -75,61 +87,70 @@ describe('late events', () => {
   it.each([
     { budget: 'ample memory', memoryBudgetBytes: 1024 ** 3 },
     { budget: 'a 1-byte memory budget (closed periods spill to disk)', memoryBudgetBytes: 1 },
-  ])('keep version 1 as the on-time count and restate to the count of all accepted events, with $budget', async ({ memoryBudgetBytes }) => {
-    const events = arrivals(7, 12_000);
-    const model = lateModel(events, settings);
-    const { warehouse, open } = await setup(memoryBudgetBytes);
-    const node = await open();
+  ])(
+    'keep version 1 as the on-time count and restate to the count of all accepted events, with $budget',
+    async ({ memoryBudgetBytes }) => {
+      const events = arrivals(7, 12_000);
+      const model = lateModel(events, settings);
+      const { warehouse, open } = await setup(memoryBudgetBytes);
+      const node = await open();
 
-    let rounds = 0;
-    for (const [i, batch] of toBatches(events as TestEvent[], 500).entries()) {
-      await node.ingest(batch);
-      if (i % 3 === 2) {
-        await node.round();
-        rounds++;
+      let rounds = 0;
+      for (const [i, batch] of toBatches(events as TestEvent[], 500).entries()) {
+        await node.ingest(batch);
+        if (i % 3 === 2) {
+          await node.round();
+          rounds++;
+        }
       }
-    }
-    await node.finish();
-    const stats = node.stats;
-    await node.close();
-    rounds += 2;
-    if (memoryBudgetBytes === 1) {
-      expect(stats.hourLoads).toBeGreaterThan(100);
-      expect(stats.evictedHours).toBeGreaterThan(100);
-    } else {
-      expect(stats.hourLoads).toBe(0);
-    }
+      await node.finish();
+      const stats = node.stats;
+      await node.close();
+      rounds += 2;
+      if (memoryBudgetBytes === 1) {
+        expect(stats.hourLoads).toBeGreaterThan(100);
+        expect(stats.evictedHours).toBeGreaterThan(100);
+      } else {
+        expect(stats.hourLoads).toBe(0);
+      }
 
-    const history = await warehouse.queryHistory({});
-    const current = await warehouse.queryCurrent({});
-    const rejects = await warehouse.rejectSummary(1);
-    await warehouse.close();
+      const history = await warehouse.queryHistory({});
+      const current = await warehouse.queryCurrent({});
+      const rejects = await warehouse.rejectSummary(1);
+      await warehouse.close();
 
-    const firsts = history.filter((v) => v.version === 1);
-    expect(firsts.every((v) => v.status === 'final')).toBe(true);
-    // Periods that only late events reached closed with 0 users.
-    const firstCounts = new Map([...rowsToCounts(firsts)].filter(([, n]) => n > 0));
-    expect(diffCounts(model.first, firstCounts)).toEqual([]);
-    expect(diffCounts(model.last, rowsToCounts(current))).toEqual([]);
-    expect(rejects.counts).toEqual({ future: model.rejected.future, too_old: model.rejected.too_old });
-    expect(model.rejected.future).toBeGreaterThan(50);
-    expect(model.rejected.too_old).toBeGreaterThan(100);
+      const firsts = history.filter((v) => v.version === 1);
+      expect(firsts.every((v) => v.status === 'final')).toBe(true);
+      // Periods that only late events reached closed with 0 users.
+      const firstCounts = new Map([...rowsToCounts(firsts)].filter(([, n]) => n > 0));
+      expect(diffCounts(model.first, firstCounts)).toEqual([]);
+      expect(diffCounts(model.last, rowsToCounts(current))).toEqual([]);
+      expect(rejects.counts).toEqual({
+        future: model.rejected.future,
+        too_old: model.rejected.too_old,
+      });
+      expect(model.rejected.future).toBeGreaterThan(50);
+      expect(model.rejected.too_old).toBeGreaterThan(100);
 
-    // Restated periods: strictly increasing versions, at most one per round.
-    expect(model.restated.size).toBeGreaterThan(100);
-    const byPeriod = new Map<string, number[]>();
-    for (const v of history) {
-      const key = `${v.periodType},${v.periodStartMs}`;
-      byPeriod.set(key, [...(byPeriod.get(key) ?? []), v.distinctUsers]);
-    }
-    for (const values of byPeriod.values()) {
-      expect(values.length).toBeLessThanOrEqual(1 + rounds);
-      for (let i = 1; i < values.length; i++) expect(values[i]).toBeGreaterThan(values[i - 1] as number);
-    }
-    const restatedRows = history.filter((v) => v.status === 'restated');
-    expect(restatedRows.length).toBeGreaterThanOrEqual(model.restated.size);
-    expect(restatedRows[0]?.reason).toMatch(/^restated: \+\d+ users from \d+ late events in \d+ of 5 partitions$/);
-  });
+      // Restated periods: strictly increasing versions, at most one per round.
+      expect(model.restated.size).toBeGreaterThan(100);
+      const byPeriod = new Map<string, number[]>();
+      for (const v of history) {
+        const key = `${v.periodType},${v.periodStartMs}`;
+        byPeriod.set(key, [...(byPeriod.get(key) ?? []), v.distinctUsers]);
+      }
+      for (const values of byPeriod.values()) {
+        expect(values.length).toBeLessThanOrEqual(1 + rounds);
+        for (let i = 1; i < values.length; i++)
+          expect(values[i]).toBeGreaterThan(values[i - 1] as number);
+      }
+      const restatedRows = history.filter((v) => v.status === 'restated');
+      expect(restatedRows.length).toBeGreaterThanOrEqual(model.restated.size);
+      expect(restatedRows[0]?.reason).toMatch(
+        /^restated: \+\d+ users from \d+ late events in \d+ of 5 partitions$/,
+      );
+    },
+  );
 
   it('neither loses nor doubles a correction when the process dies before the next round', async () => {
     const events = arrivals(11, 6000);
@@ -156,7 +177,9 @@ describe('late events', () => {
     await warehouse.close();
 
     expect(diffCounts(model.last, rowsToCounts(current))).toEqual([]);
-    const firstCounts = new Map([...rowsToCounts(history.filter((v) => v.version === 1))].filter(([, n]) => n > 0));
+    const firstCounts = new Map(
+      [...rowsToCounts(history.filter((v) => v.version === 1))].filter(([, n]) => n > 0),
+    );
     expect(diffCounts(model.first, firstCounts)).toEqual([]);
     for (const v of history) expect(v.distinctUsers).toBeGreaterThan(v.version === 1 ? -1 : 0);
   });
@@ -165,14 +188,27 @@ describe('late events', () => {
     const { warehouse, open } = await setup();
     const node = await open();
     const day = Date.UTC(2026, 2, 29);
-    const ev = (userId: string, eventMs: number, receiveMs: number): TestEvent => ({ userId, eventMs, receiveMs });
+    const ev = (userId: string, eventMs: number, receiveMs: number): TestEvent => ({
+      userId,
+      eventMs,
+      receiveMs,
+    });
 
-    const [first] = toBatches([ev('a', day + 10 * HOUR, day + 10 * HOUR), ev('b', day + 11 * HOUR, day + 11 * HOUR)], 10, 'f1');
+    const [first] = toBatches(
+      [ev('a', day + 10 * HOUR, day + 10 * HOUR), ev('b', day + 11 * HOUR, day + 11 * HOUR)],
+      10,
+      'f1',
+    );
     await node.ingest(first!);
     await node.advanceClock(day + DAY + 11 * MIN);
     await node.round();
 
-    const filing = await warehouse.fileCurrent({ periodType: 'day', periodStartMs: day, filedBy: 'finance', note: 'Q1 report' });
+    const filing = await warehouse.fileCurrent({
+      periodType: 'day',
+      periodStartMs: day,
+      filedBy: 'finance',
+      note: 'Q1 report',
+    });
     expect(filing).toMatchObject({ version: 1, distinctUsers: 2, filedBy: 'finance' });
 
     const [late] = toBatches([ev('c', day + 23 * HOUR, day + DAY + 2 * HOUR)], 10, 'f2');
@@ -183,8 +219,16 @@ describe('late events', () => {
     const current = await warehouse.queryCurrent({ periodType: 'day' });
     await warehouse.close();
 
-    expect(current).toMatchObject([{ periodStartMs: day, distinctUsers: 3, version: 2, status: 'restated' }]);
+    expect(current).toMatchObject([
+      { periodStartMs: day, distinctUsers: 3, version: 2, status: 'restated' },
+    ]);
     expect(filings).toHaveLength(1);
-    expect(filings[0]).toMatchObject({ version: 1, distinctUsers: 2, currentVersion: 2, currentDistinctUsers: 3, difference: 1 });
+    expect(filings[0]).toMatchObject({
+      version: 1,
+      distinctUsers: 2,
+      currentVersion: 2,
+      currentDistinctUsers: 3,
+      difference: 1,
+    });
   });
 });

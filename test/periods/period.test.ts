@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 
-import { dayStart, hourStart, isoSeconds, parsePeriodKey, periodKey, periodsOf, weekStart } from '../../src/periods/index.js';
+import {
+  dayStart,
+  hourStart,
+  isoSeconds,
+  parsePeriodKey,
+  periodKey,
+  periodsOf,
+  weekStart,
+} from '../../src/periods/index.js';
 
 const at = (iso: string): number => Date.parse(iso);
 

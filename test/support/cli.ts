@@ -1,7 +1,9 @@
 import { main } from '../../src/cli/main.js';
 
 /** Runs the `speedlayer` command line in process; returns its exit code and output. */
-export async function runCli(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function runCli(
+  args: readonly string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
   const io = {

@@ -8,7 +8,12 @@ export interface TestEvent {
 }
 
 /** Cuts events into parsed batches, as a reader would deliver them, with 1-based line numbers. */
-export function toBatches(events: readonly TestEvent[], size: number, source = 'test', firstLine = 1): EventBatch[] {
+export function toBatches(
+  events: readonly TestEvent[],
+  size: number,
+  source = 'test',
+  firstLine = 1,
+): EventBatch[] {
   const out: EventBatch[] = [];
   for (let start = 0; start < events.length; start += size) {
     const slice = events.slice(start, start + size);
@@ -18,7 +23,9 @@ export function toBatches(events: readonly TestEvent[], size: number, source = '
       length: slice.length,
       userIds: slice.map((e) => e.userId),
       eventTimeMs: Float64Array.from(slice.map((e) => e.eventMs)),
-      receiveTimeMs: hasReceive ? Float64Array.from(slice.map((e) => e.receiveMs ?? Number.NaN)) : null,
+      receiveTimeMs: hasReceive
+        ? Float64Array.from(slice.map((e) => e.receiveMs ?? Number.NaN))
+        : null,
       lines: Uint32Array.from(slice.map((_, i) => firstLine + start + i)),
       eventIds: null,
       rejects: [],

@@ -67,7 +67,8 @@ export function lateModel(events: readonly ModelEvent[], s: ModelSettings): Mode
       if (add(all, key, e.userId) && late) restated.add(key);
     }
   }
-  const sizes = (m: Map<string, Set<string>>): Counts => new Map([...m].map(([k, v]) => [k, v.size]));
+  const sizes = (m: Map<string, Set<string>>): Counts =>
+    new Map([...m].map(([k, v]) => [k, v.size]));
 
   return { first: sizes(onTime), last: sizes(all), rejected, restated };
 }

@@ -37,14 +37,19 @@ export function bruteForceCounts(events: Iterable<{ userId: string; eventMs: num
 }
 
 /** Rows from the engine as the same keys. */
-export function rowsToCounts(rows: Iterable<{ periodType: string; periodStartMs: number; distinctUsers: number }>): Counts {
-  return new Map([...rows].map((r) => [`${r.periodType},${iso(r.periodStartMs)}`, r.distinctUsers]));
+export function rowsToCounts(
+  rows: Iterable<{ periodType: string; periodStartMs: number; distinctUsers: number }>,
+): Counts {
+  return new Map(
+    [...rows].map((r) => [`${r.periodType},${iso(r.periodStartMs)}`, r.distinctUsers]),
+  );
 }
 
 /** Differences between two count maps, as readable lines (empty when equal). */
 export function diffCounts(expected: Counts, actual: Counts, limit = 20): string[] {
   const out: string[] = [];
-  for (const [k, v] of expected) if (actual.get(k) !== v) out.push(`${k}: expected ${v}, got ${actual.get(k)}`);
+  for (const [k, v] of expected)
+    if (actual.get(k) !== v) out.push(`${k}: expected ${v}, got ${actual.get(k)}`);
   for (const [k, v] of actual) if (!expected.has(k)) out.push(`${k}: expected none, got ${v}`);
 
   return out.slice(0, limit);

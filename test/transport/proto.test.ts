@@ -19,7 +19,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { PartitionAck } from '../../src/coordinator/coordinator.js';
 import { periodKey, weekStart } from '../../src/periods/index.js';
 import type { PartitionBatch, PartitionReport } from '../../src/shard/types.js';
-import type { CurrentRow, DeadLetterSummary, FilingView, PeriodRange, VersionRow } from '../../src/sink/index.js';
+import type {
+  CurrentRow,
+  DeadLetterSummary,
+  FilingView,
+  PeriodRange,
+  VersionRow,
+} from '../../src/sink/index.js';
 import {
   PROTO_PACKAGE,
   WIRE_CONVERSION_OPTIONS,
@@ -134,7 +140,10 @@ const report: PartitionReport = {
     { key: `day:${WATERMARK_MS - DAY}`, count: USERS },
   ],
   changes: [{ key: `day:${WATERMARK_MS - 2 * DAY}`, lateEvents: 12, newUsers: 3 }],
-  openPeriods: [`day:${WATERMARK_MS}`, periodKey({ type: 'week', startMs: weekStart(WATERMARK_MS) })],
+  openPeriods: [
+    `day:${WATERMARK_MS}`,
+    periodKey({ type: 'week', startMs: weekStart(WATERMARK_MS) }),
+  ],
 };
 
 const currentRow: CurrentRow = {
@@ -162,10 +171,17 @@ const versionRow: VersionRow = {
 
 describe('loadSpeedlayerProtos', () => {
   it('gives every service the methods the parts rely on', () => {
-    const methods = (service: { definition: object }): string[] => Object.keys(service.definition).sort();
+    const methods = (service: { definition: object }): string[] =>
+      Object.keys(service.definition).sort();
 
     expect(methods(protos.ingest)).toEqual(['Send', 'SendStream']);
-    expect(methods(protos.shard)).toEqual(['Acknowledge', 'Checkpoint', 'Counts', 'Report', 'Route']);
+    expect(methods(protos.shard)).toEqual([
+      'Acknowledge',
+      'Checkpoint',
+      'Counts',
+      'Report',
+      'Route',
+    ]);
     expect(methods(protos.coordinator)).toEqual(['Status']);
     expect(methods(protos.query)).toEqual([
       'CreateFiling',
@@ -205,14 +221,20 @@ describe('field names', () => {
 
   it('keep their case through the loader, and a camelCase name is caught', () => {
     const event = root.lookupType(`${PROTO_PACKAGE}.Event`);
-    const sent = { batch_id: 'b-1', source: 'web', events: [{ user_id: 'u1', event_time_ms: WATERMARK_MS }] };
+    const sent = {
+      batch_id: 'b-1',
+      source: 'web',
+      events: [{ user_id: 'u1', event_time_ms: WATERMARK_MS }],
+    };
     const received = viaRequest(protos.ingest.definition.Send, sent);
 
     expect(received.events[0]?.user_id).toBe('u1');
     expect(received.events[0]?.event_time_ms).toBe(WATERMARK_MS);
     expect(undeclaredFields(event, { userId: 'u1', event_time_ms: 1 })).toEqual(['Event.userId']);
     // Why the check matters: the loader drops the camelCase field without a word.
-    const dropped = viaRequest(protos.ingest.definition.Send, { events: [{ userId: 'u1' }] } as unknown as typeof sent);
+    const dropped = viaRequest(protos.ingest.definition.Send, {
+      events: [{ userId: 'u1' }],
+    } as unknown as typeof sent);
     expect(dropped.events[0]?.user_id).toBe('');
   });
 
@@ -237,7 +259,12 @@ describe('converters', () => {
     const wire = partitionBatchToWire(batch);
 
     expect(partitionBatchFromWire(viaProtobuf('PartitionBatch', wire))).toStrictEqual(batch);
-    const route = viaRequest(protos.shard.definition.Route, { ring_epoch: 4, sender_id: 'node-1', sequence: 9, batch: wire });
+    const route = viaRequest(protos.shard.definition.Route, {
+      ring_epoch: 4,
+      sender_id: 'node-1',
+      sequence: 9,
+      batch: wire,
+    });
     expect(route.ring_epoch).toBe(4);
     expect(route.sequence).toBe(9);
     expect(partitionBatchFromWire(route.batch)).toStrictEqual(batch);
@@ -253,7 +280,9 @@ describe('converters', () => {
       marks: [{ before: 0, watermarkMs: WATERMARK_MS }],
     };
 
-    expect(partitionBatchFromWire(viaProtobuf('PartitionBatch', partitionBatchToWire(idle)))).toStrictEqual(idle);
+    expect(
+      partitionBatchFromWire(viaProtobuf('PartitionBatch', partitionBatchToWire(idle))),
+    ).toStrictEqual(idle);
   });
 
   it('carry a PartitionReport, with a known and an unknown watermark', () => {
@@ -269,7 +298,9 @@ describe('converters', () => {
       reports: [reportToWire(report), reportToWire(fresh)],
     });
 
-    expect(reportFromWire(viaProtobuf('PartitionReport', reportToWire(report)))).toStrictEqual(report);
+    expect(reportFromWire(viaProtobuf('PartitionReport', reportToWire(report)))).toStrictEqual(
+      report,
+    );
     expect(response.reports.map(reportFromWire)).toStrictEqual([report, fresh]);
     expect(response.reports[1]?.watermark_ms).toBeUndefined();
   });
@@ -279,8 +310,15 @@ describe('converters', () => {
       [`hour:${WATERMARK_MS}`, USERS],
       [`week:${weekStart(WATERMARK_MS)}`, 0],
     ]);
-    const ack: PartitionAck = { partition: 3, seals: [`hour:${WATERMARK_MS - HOUR}`], changes: report.changes };
-    const response = viaResponse(protos.shard.definition.Counts, { ring_epoch: 4, partitions: [partitionCountsToWire(3, counts)] });
+    const ack: PartitionAck = {
+      partition: 3,
+      seals: [`hour:${WATERMARK_MS - HOUR}`],
+      changes: report.changes,
+    };
+    const response = viaResponse(protos.shard.definition.Counts, {
+      ring_epoch: 4,
+      partitions: [partitionCountsToWire(3, counts)],
+    });
     const request = viaRequest(protos.shard.definition.Acknowledge, {
       ring_epoch: 4,
       fencing_token: 7_001_234,
@@ -288,23 +326,34 @@ describe('converters', () => {
       acks: [partitionAckToWire(ack)],
     });
 
-    expect(response.partitions.map(partitionCountsFromWire)).toStrictEqual([{ partition: 3, counts }]);
+    expect(response.partitions.map(partitionCountsFromWire)).toStrictEqual([
+      { partition: 3, counts },
+    ]);
     expect(request.acks.map(partitionAckFromWire)).toStrictEqual([ack]);
     expect(request.fencing_token).toBe(7_001_234);
   });
 
   it('carry a CurrentRow', () => {
-    const response = viaResponse<CurrentResponseWire>(protos.query.definition.Current, { rows: [currentRowToWire(currentRow)] });
+    const response = viaResponse<CurrentResponseWire>(protos.query.definition.Current, {
+      rows: [currentRowToWire(currentRow)],
+    });
 
-    expect(currentRowFromWire(viaProtobuf('CurrentRow', currentRowToWire(currentRow)))).toStrictEqual(currentRow);
+    expect(
+      currentRowFromWire(viaProtobuf('CurrentRow', currentRowToWire(currentRow))),
+    ).toStrictEqual(currentRow);
     expect(response.rows.map(currentRowFromWire)).toStrictEqual([currentRow]);
     expect(response.rows[0]?.status).toBe('PERIOD_STATUS_RESTATED');
   });
 
   it('carry a VersionRow', () => {
-    const streamed = viaResponse<VersionRowWire>(protos.query.definition.WatchVersions, versionRowToWire(versionRow));
+    const streamed = viaResponse<VersionRowWire>(
+      protos.query.definition.WatchVersions,
+      versionRowToWire(versionRow),
+    );
 
-    expect(versionRowFromWire(viaProtobuf('VersionRow', versionRowToWire(versionRow)))).toStrictEqual(versionRow);
+    expect(
+      versionRowFromWire(viaProtobuf('VersionRow', versionRowToWire(versionRow))),
+    ).toStrictEqual(versionRow);
     expect(versionRowFromWire(streamed)).toStrictEqual(versionRow);
   });
 
@@ -336,28 +385,56 @@ describe('converters', () => {
       counts: { invalid_user_id: 2, too_old: 1 },
       examples: {
         invalid_user_id: [
-          { source: 'logs/a.ndjson', line: 3, reason: 'invalid_user_id', detail: 'user id is empty', raw: '{"user_id":""}' },
-          { source: 'logs/a.ndjson', line: 9, reason: 'invalid_user_id', detail: 'no user id', raw: '{}' },
+          {
+            source: 'logs/a.ndjson',
+            line: 3,
+            reason: 'invalid_user_id',
+            detail: 'user id is empty',
+            raw: '{"user_id":""}',
+          },
+          {
+            source: 'logs/a.ndjson',
+            line: 9,
+            reason: 'invalid_user_id',
+            detail: 'no user id',
+            raw: '{}',
+          },
         ],
-        too_old: [{ source: 'logs/b.csv', line: 1, reason: 'too_old', detail: 'event time is 4.0 d behind', raw: 'u1,2015' }],
+        too_old: [
+          {
+            source: 'logs/b.csv',
+            line: 1,
+            reason: 'too_old',
+            detail: 'event time is 4.0 d behind',
+            raw: 'u1,2015',
+          },
+        ],
       },
     };
-    const response = viaResponse(protos.query.definition.Rejects, { reasons: rejectSummaryToWire(summary) });
+    const response = viaResponse(protos.query.definition.Rejects, {
+      reasons: rejectSummaryToWire(summary),
+    });
 
     expect(rejectSummaryFromWire(response.reasons)).toStrictEqual(summary);
   });
 
   it('carry period keys and ranges, where no filter stays no filter', () => {
     const ranges: PeriodRange[] = [{}, { periodType: 'hour' }, { fromMs: 0, toMs: WATERMARK_MS }];
-    const request = viaRequest<CurrentRequestWire>(protos.query.definition.Current, { range: null });
+    const request = viaRequest<CurrentRequestWire>(protos.query.definition.Current, {
+      range: null,
+    });
 
     expect(periodKeyToWire(`week:${weekStart(WATERMARK_MS)}`)).toEqual({
       type: 'PERIOD_TYPE_WEEK',
       start_ms: weekStart(WATERMARK_MS),
     });
-    expect(periodKeyFromWire(viaProtobuf('Period', periodKeyToWire(`day:${WATERMARK_MS}`)))).toBe(`day:${WATERMARK_MS}`);
+    expect(periodKeyFromWire(viaProtobuf('Period', periodKeyToWire(`day:${WATERMARK_MS}`)))).toBe(
+      `day:${WATERMARK_MS}`,
+    );
     for (const range of ranges) {
-      expect(periodRangeFromWire(viaProtobuf('PeriodRange', periodRangeToWire(range)))).toStrictEqual(range);
+      expect(
+        periodRangeFromWire(viaProtobuf('PeriodRange', periodRangeToWire(range))),
+      ).toStrictEqual(range);
     }
     expect(periodRangeFromWire(request.range)).toStrictEqual({});
   });
@@ -379,19 +456,30 @@ describe('converters', () => {
     const good = partitionBatchToWire(batch);
     const bad: PartitionBatchWire[] = [
       { ...good, event_time_ms: good.event_time_ms.slice(1) },
-      { ...good, marks: [{ before: 2, watermark_ms: 1 }, { before: 1, watermark_ms: 2 }] },
+      {
+        ...good,
+        marks: [
+          { before: 2, watermark_ms: 1 },
+          { before: 1, watermark_ms: 2 },
+        ],
+      },
       { ...good, marks: [{ before: 4, watermark_ms: 1 }] },
     ];
     const unspecified: PartitionReportWire = {
       ...reportToWire(report),
       open_periods: [{ type: 'PERIOD_TYPE_UNSPECIFIED', start_ms: WATERMARK_MS }],
     };
-    const provisional = { ...versionRowToWire(versionRow), status: 'PERIOD_STATUS_PROVISIONAL' } as const;
+    const provisional = {
+      ...versionRowToWire(versionRow),
+      status: 'PERIOD_STATUS_PROVISIONAL',
+    } as const;
 
     for (const wire of bad) expect(() => partitionBatchFromWire(wire)).toThrow(WireFormatError);
     expect(() => reportFromWire(unspecified)).toThrow('[SL-WIRE-001]');
     expect(() => versionRowFromWire(provisional)).toThrow('[SL-WIRE-001]');
-    expect(() => currentRowFromWire({ ...currentRowToWire(currentRow), period: null })).toThrow('[SL-WIRE-001]');
+    expect(() => currentRowFromWire({ ...currentRowToWire(currentRow), period: null })).toThrow(
+      '[SL-WIRE-001]',
+    );
   });
 });
 
@@ -428,14 +516,22 @@ describe('gRPC over loopback', () => {
     addSpeedlayerService(server, protos.query, handlers);
     const s = server;
     const port = await new Promise<number>((resolve, reject) =>
-      s.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      s.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
     );
 
     client = new protos.query.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
     const c = client;
-    const range: PeriodRange = { periodType: 'day', fromMs: WATERMARK_MS - DAY, toMs: WATERMARK_MS };
+    const range: PeriodRange = {
+      periodType: 'day',
+      fromMs: WATERMARK_MS - DAY,
+      toMs: WATERMARK_MS,
+    };
     const response = await new Promise<CurrentResponseWire>((resolve, reject) =>
-      c.Current({ range: periodRangeToWire(range) }, (err, res) => (err ? reject(err) : resolve(res as CurrentResponseWire))),
+      c.Current({ range: periodRangeToWire(range) }, (err, res) =>
+        err ? reject(err) : resolve(res as CurrentResponseWire),
+      ),
     );
 
     expect(seen).toStrictEqual([range]);
