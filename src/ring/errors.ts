@@ -32,8 +32,8 @@ const KINDS: Readonly<Record<RingErrorKind, KindInfo>> = {
   // What etcd holds under the prefix does not parse: an operator must look.
   'corrupt-state': { code: 'SL-RING-006', retryable: false },
   // etcd did not answer in time or refused the connection: back off and retry.
-  'unavailable': { code: 'SL-RING-007', retryable: true },
-  'closed': { code: 'SL-RING-008', retryable: false },
+  unavailable: { code: 'SL-RING-007', retryable: true },
+  closed: { code: 'SL-RING-008', retryable: false },
   // A bug: a state machine was asked for a move it does not allow.
   'illegal-transition': { code: 'SL-RING-009', retryable: false },
 };
@@ -56,7 +56,10 @@ export class RingError extends Error {
 
   constructor(kind: RingErrorKind, message: string, options: RingErrorOptions = {}) {
     const info = KINDS[kind];
-    super(`[${info.code}] ${message}`, options.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      `[${info.code}] ${message}`,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = 'RingError';
     this.kind = kind;
     this.code = info.code;

@@ -8,11 +8,17 @@ import type { Watcher } from 'etcd3';
 
 import type { Membership, MembershipEvents, MembershipState } from './coordination-store.js';
 import { RingError } from './errors.js';
-import { cancelWatcher, fromEtcdError, revisionNumber, withTimeout, type EtcdContext } from './etcd-support.js';
+import {
+  cancelWatcher,
+  fromEtcdError,
+  revisionNumber,
+  withTimeout,
+  type EtcdContext,
+  type Lifecycle,
+} from './etcd-support.js';
+import { shardKey } from './etcd-keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { StateMachine, type TransitionTable } from './state-machine.js';
-
-export const SHARDS_PREFIX = 'shards/';
 
 /** What a shard key holds. */
 export interface ShardRecord {
@@ -29,10 +35,6 @@ const MEMBERSHIP_MOVES: TransitionTable<MembershipState> = {
 
 const SHARD_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$/;
 
-export function shardKey(shardId: string): string {
-  return `${SHARDS_PREFIX}${shardId}`;
-}
-
 export function checkShardId(shardId: string): void {
   if (!SHARD_ID.test(shardId)) {
     throw new RingError(
@@ -45,6 +47,7 @@ export function checkShardId(shardId: string): void {
 export class EtcdMembership extends EventEmitter<MembershipEvents> implements Membership {
   private readonly machine: StateMachine<MembershipState>;
   private keyWatcher: Watcher | undefined;
+  private lostError: RingError | undefined;
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -53,11 +56,14 @@ export class EtcdMembership extends EventEmitter<MembershipEvents> implements Me
     readonly address: string,
     readonly leaseId: string,
     private readonly keeper: LeaseKeeper,
-    private readonly forget: () => void,
+    private readonly lifecycle: Lifecycle,
   ) {
     super();
-    this.machine = new StateMachine('shard membership', MEMBERSHIP_MOVES, 'registered', (from, to) =>
-      this.emit('state', to, from),
+    this.machine = new StateMachine(
+      'shard membership',
+      MEMBERSHIP_MOVES,
+      'registered',
+      (from, to) => this.emit('state', to, from),
     );
   }
 
@@ -69,10 +75,11 @@ export class EtcdMembership extends EventEmitter<MembershipEvents> implements Me
     ctx: EtcdContext,
     record: ShardRecord,
     ttlSeconds: number,
-    forget: () => void,
+    lifecycle: Lifecycle,
   ): Promise<EtcdMembership> {
     checkShardId(record.shardId);
-    const keeper = new LeaseKeeper(ctx.ns, ttlSeconds, ctx.requestTimeoutMs);
+    const keeper = new LeaseKeeper(ctx.ns, ttlSeconds);
+    let membership: EtcdMembership | undefined;
 
     try {
       const leaseId = await keeper.grant();
@@ -83,16 +90,34 @@ export class EtcdMembership extends EventEmitter<MembershipEvents> implements Me
         .else(ctx.ns.get(key))
         .commit();
       if (!result.succeeded) {
-        throw new RingError('shard-taken', `shard ${record.shardId} is already registered under another live lease`);
+        const holder = result.responses[0]?.response_range?.kvs[0]?.value.toString() ?? 'unknown';
+        throw new RingError(
+          'shard-taken',
+          `shard ${record.shardId} is already registered under another live lease (${holder})`,
+        );
       }
 
-      const membership = new EtcdMembership(ctx, record.shardId, record.address, leaseId, keeper, forget);
+      membership = new EtcdMembership(
+        ctx,
+        record.shardId,
+        record.address,
+        leaseId,
+        keeper,
+        lifecycle,
+      );
       await membership.watchKey(revisionNumber(result.header.revision));
+      lifecycle.track(membership);
       membership.followLease();
-      ctx.logger.info({ shardId: record.shardId, address: record.address, leaseId, ttlSeconds }, 'shard registered');
+      if (membership.lostError !== undefined) throw membership.lostError;
+      ctx.logger.info(
+        { shardId: record.shardId, address: record.address, leaseId, ttlSeconds },
+        'shard registered',
+      );
 
       return membership;
     } catch (err) {
+      if (membership !== undefined) lifecycle.forget(membership);
+      await membership?.stopWatching();
       await keeper.revoke().catch(() => undefined);
       throw keeper.lost ?? fromEtcdError(`registering shard ${record.shardId}`, err);
     }
@@ -116,14 +141,14 @@ export class EtcdMembership extends EventEmitter<MembershipEvents> implements Me
   private async revokeLease(): Promise<void> {
     const releasing = this.machine.transition(['registered'], 'releasing');
     await this.stopWatching();
-    this.forget();
+    this.lifecycle.forget(this);
     if (!releasing) return;
 
     try {
       await this.keeper.revoke();
+      this.ctx.logger.info({ shardId: this.shardId, leaseId: this.leaseId }, 'shard released');
     } finally {
       this.machine.transition(['releasing'], 'released');
-      this.ctx.logger.info({ shardId: this.shardId, leaseId: this.leaseId }, 'shard released');
     }
   }
 
@@ -136,12 +161,20 @@ export class EtcdMembership extends EventEmitter<MembershipEvents> implements Me
       .only('delete')
       .watcher();
     this.keyWatcher = watcher;
-    watcher.on('delete', () => this.lose(new RingError('lease-lost', `the key of shard ${this.shardId} was deleted`)));
+    watcher.on('delete', () =>
+      this.lose(new RingError('lease-lost', `the key of shard ${this.shardId} was deleted`)),
+    );
     // Without the watch nothing tells us the key is gone: treat it as lost.
-    watcher.on('error', (err) => this.lose(fromEtcdError(`watching the key of shard ${this.shardId}`, err)));
+    watcher.on('error', (err) =>
+      this.lose(fromEtcdError(`watching the key of shard ${this.shardId}`, err)),
+    );
 
     const connected = new Promise<void>((resolve) => watcher.once('connected', () => resolve()));
-    await withTimeout(connected, this.ctx.requestTimeoutMs, `watching the key of shard ${this.shardId}`);
+    await withTimeout(
+      connected,
+      this.ctx.requestTimeoutMs,
+      `watching the key of shard ${this.shardId}`,
+    );
   }
 
   private followLease(): void {
@@ -153,10 +186,14 @@ export class EtcdMembership extends EventEmitter<MembershipEvents> implements Me
   private lose(error: RingError): void {
     if (!this.machine.transition(['registered'], 'lost')) return;
 
+    this.lostError = error;
     this.keeper.release();
     void this.stopWatching();
-    this.forget();
-    this.ctx.logger.warn({ shardId: this.shardId, leaseId: this.leaseId, err: error }, 'shard membership lost');
+    this.lifecycle.forget(this);
+    this.ctx.logger.warn(
+      { shardId: this.shardId, leaseId: this.leaseId, err: error },
+      'shard membership lost',
+    );
     this.emit('lost', error);
   }
 

@@ -23,6 +23,21 @@ export interface EtcdContext {
   readonly logger: Logger;
 }
 
+/** Something a store closes when it closes. */
+export interface Closable {
+  close(): Promise<void>;
+}
+
+/**
+ * How a handle joins the set of things its store closes, and leaves it once it has
+ * ended on its own (lost, released, resigned).
+ */
+export interface Lifecycle {
+  /** Throws 'closed' once the store is closing: the caller must then undo what it did. */
+  readonly track: (child: Closable) => void;
+  readonly forget: (child: Closable) => void;
+}
+
 /** Turns whatever an etcd call threw into a RingError; RingErrors pass through. */
 export function fromEtcdError(what: string, error: unknown): RingError {
   if (error instanceof RingError) return error;
@@ -40,11 +55,16 @@ export function fromEtcdError(what: string, error: unknown): RingError {
 }
 
 /** Resolves like `promise`, or rejects with 'unavailable' after `timeoutMs`. */
-export async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+export async function withTimeout<T>(
+  promise: Promise<T>,
+  timeoutMs: number,
+  what: string,
+): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new RingError('unavailable', `${what}: no answer from etcd within ${timeoutMs} ms`)),
+      () =>
+        reject(new RingError('unavailable', `${what}: no answer from etcd within ${timeoutMs} ms`)),
       timeoutMs,
     );
   });
@@ -77,7 +97,10 @@ export async function cancelWatcher(watcher: Watcher, timeoutMs: number): Promis
 export function revisionNumber(revision: string | number): number {
   const n = Number(revision);
   if (!Number.isSafeInteger(n) || n < 0) {
-    throw new RingError('corrupt-state', `etcd returned revision ${revision}, which is not a safe integer`);
+    throw new RingError(
+      'corrupt-state',
+      `etcd returned revision ${revision}, which is not a safe integer`,
+    );
   }
 
   return n;

@@ -39,28 +39,34 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
   private deadlineTimer: NodeJS.Timeout | undefined;
   private lostError: RingError | undefined;
   private stopped = false;
+  private granted = false;
 
   constructor(
     ns: Namespace,
     readonly ttlSeconds: number,
-    private readonly requestTimeoutMs: number,
   ) {
     super();
     checkTtl(ttlSeconds);
 
     this.confirmedSentAtMs = performance.now();
     this.lease = ns.lease(ttlSeconds);
-    this.lease.on('lost', (err) => this.fail(lostByEtcd(err)));
+    this.lease.on('lost', (err) => {
+      // A failed grant also emits 'lost'; grant() rejects with what actually happened.
+      if (this.granted) this.fail(lostByEtcd(err));
+    });
     this.lease.on('keepaliveFired', () => this.unanswered.push(performance.now()));
     this.lease.on('keepaliveSucceeded', () => this.confirm());
     // A new or failed stream will never answer what was sent on the old one.
     this.lease.on('keepaliveEstablished', () => this.unanswered.splice(0));
     this.lease.on('keepaliveFailed', () => this.unanswered.splice(0));
     this.grantedId = this.lease.grant().then(
-      (id) => String(id),
+      (id) => {
+        this.granted = true;
+        return String(id);
+      },
       (err: unknown) => Promise.reject(fromEtcdError('granting a lease', err)),
     );
-    // Until the grant answers, nothing else can fail the lease; a rejected grant rejects grant().
+    // The caller awaits grant(); this only keeps an unawaited rejection from being unhandled.
     this.grantedId.catch(() => undefined);
     this.armDeadline();
   }
@@ -108,16 +114,22 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
     if (this.stopped) return;
 
     const expiresAtMs = this.confirmedSentAtMs + this.ttlSeconds * 1000;
-    this.deadlineTimer = setTimeout(() => {
-      if (performance.now() < expiresAtMs) {
-        this.armDeadline();
-        return;
-      }
+    this.deadlineTimer = setTimeout(
+      () => {
+        if (performance.now() < expiresAtMs) {
+          this.armDeadline();
+          return;
+        }
 
-      this.fail(
-        new RingError('lease-lost', `no keepalive was confirmed within the lease TTL of ${this.ttlSeconds} s`),
-      );
-    }, Math.max(0, expiresAtMs - performance.now()));
+        this.fail(
+          new RingError(
+            'lease-lost',
+            `no keepalive was confirmed within the lease TTL of ${this.ttlSeconds} s`,
+          ),
+        );
+      },
+      Math.max(0, expiresAtMs - performance.now()),
+    );
   }
 
   private fail(error: RingError): void {
@@ -146,7 +158,10 @@ function checkTtl(ttlSeconds: number): void {
 }
 
 function lostByEtcd(err: Error): RingError {
-  const reason = err instanceof EtcdLeaseInvalidError ? 'etcd no longer knows the lease' : 'etcd reports the lease lost';
+  const reason =
+    err instanceof EtcdLeaseInvalidError
+      ? 'etcd no longer knows the lease'
+      : 'etcd reports the lease lost';
 
   return new RingError('lease-lost', `${reason}: ${err.message}`, { cause: err });
 }

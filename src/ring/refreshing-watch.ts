@@ -7,21 +7,18 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { Watcher } from 'etcd3';
 
-import type { RingError } from './errors.js';
-import { cancelWatcher, fromEtcdError, withTimeout, type EtcdContext } from './etcd-support.js';
+import type { Subscription, SubscriptionEvents } from './coordination-store.js';
+import { RingError } from './errors.js';
+import {
+  cancelWatcher,
+  fromEtcdError,
+  withTimeout,
+  type EtcdContext,
+  type Lifecycle,
+} from './etcd-support.js';
 
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 5_000;
-
-export interface SubscriptionEvents {
-  /** etcd could not be read or watched; the subscription keeps retrying. */
-  failure: [error: RingError];
-  /**
-   * The change listener threw. With no listener for this event the error is rethrown
-   * outside the subscription, as an uncaught exception.
-   */
-  listenerError: [error: unknown];
-}
 
 /** What to watch: one key, or every key under a prefix (both relative to the store's prefix). */
 export type WatchTarget = { readonly key: string } | { readonly prefix: string };
@@ -40,10 +37,11 @@ export interface RefreshingWatchOptions<T> {
  * events that arrive during a read cause exactly one more read, so the last delivery is
  * always the state after the last event. A failed read is retried with capped backoff.
  */
-export class RefreshingWatch<T> extends EventEmitter<SubscriptionEvents> {
+export class RefreshingWatch<T> extends EventEmitter<SubscriptionEvents> implements Subscription {
   private readonly aborter = new AbortController();
   private watcher: Watcher | undefined;
   private started = false;
+  private replacing = false;
   private dirty = false;
   private draining = false;
   private drained: Promise<void> = Promise.resolve();
@@ -53,20 +51,30 @@ export class RefreshingWatch<T> extends EventEmitter<SubscriptionEvents> {
   private constructor(
     private readonly ctx: EtcdContext,
     private readonly options: RefreshingWatchOptions<T>,
+    private readonly lifecycle: Lifecycle,
   ) {
     super();
   }
 
   /** Resolves once the watch is in place and the current state has been delivered. */
-  static async start<T>(ctx: EtcdContext, options: RefreshingWatchOptions<T>): Promise<RefreshingWatch<T>> {
-    const watch = new RefreshingWatch(ctx, options);
+  static async start<T>(
+    ctx: EtcdContext,
+    options: RefreshingWatchOptions<T>,
+    lifecycle: Lifecycle,
+  ): Promise<RefreshingWatch<T>> {
+    const watch = new RefreshingWatch(ctx, options, lifecycle);
+    lifecycle.track(watch);
     try {
       await watch.connect();
       // Anything that changes from here on raises an event, so one read now misses nothing.
       watch.dirty = false;
-      watch.offer(await options.read());
+      const value = await options.read();
+      if (watch.closed) throw new RingError('closed', 'the watch was closed while it started');
+      watch.offer(value);
     } catch (err) {
       await watch.close();
+      // close() may have run before connect() made the watcher.
+      await watch.cancelCurrent();
       throw fromEtcdError('starting a watch', err);
     }
 
@@ -85,10 +93,15 @@ export class RefreshingWatch<T> extends EventEmitter<SubscriptionEvents> {
 
   private async teardown(): Promise<void> {
     this.aborter.abort();
+    this.lifecycle.forget(this);
+    await this.cancelCurrent();
+    await this.drained;
+  }
+
+  private async cancelCurrent(): Promise<void> {
     const watcher = this.watcher;
     this.watcher = undefined;
     if (watcher !== undefined) await cancelWatcher(watcher, this.ctx.requestTimeoutMs);
-    await this.drained;
   }
 
   private get closed(): boolean {
@@ -98,7 +111,8 @@ export class RefreshingWatch<T> extends EventEmitter<SubscriptionEvents> {
   private async connect(): Promise<void> {
     const builder = this.ctx.ns.watch();
     const { target } = this.options;
-    const watcher = 'key' in target ? builder.key(target.key).watcher() : builder.prefix(target.prefix).watcher();
+    const watcher =
+      'key' in target ? builder.key(target.key).watcher() : builder.prefix(target.prefix).watcher();
     this.watcher = watcher;
 
     const connected = new Promise<void>((resolve, reject) => {
@@ -107,31 +121,38 @@ export class RefreshingWatch<T> extends EventEmitter<SubscriptionEvents> {
     });
     watcher.on('connected', () => this.signal());
     watcher.on('data', () => this.signal());
-    watcher.on('disconnected', (err) => this.emit('failure', fromEtcdError('the watch lost etcd; reconnecting', err)));
-    watcher.on('error', (err) => void this.replaceWatcher(err));
+    watcher.on('disconnected', (err) =>
+      this.emit('failure', fromEtcdError('the watch lost etcd; reconnecting', err)),
+    );
+    watcher.on('error', (err) => {
+      // While starting, the caller gets the error; while replacing, the retry loop does.
+      if (this.started && !this.replacing) void this.replaceWatcher(err);
+    });
 
     await withTimeout(connected, this.ctx.requestTimeoutMs, 'starting a watch');
   }
 
   /** etcd3 gave up on the watcher (e.g. its revision was compacted): start a new one. */
   private async replaceWatcher(err: Error): Promise<void> {
-    const old = this.watcher;
-    this.watcher = undefined;
-    if (old !== undefined) await cancelWatcher(old, this.ctx.requestTimeoutMs);
-    this.emit('failure', fromEtcdError('the watch failed; starting a new one', err));
+    this.replacing = true;
+    try {
+      await this.cancelCurrent();
+      this.emit('failure', fromEtcdError('the watch failed; starting a new one', err));
 
-    for (let attempt = 0; !this.closed; attempt++) {
-      try {
-        await this.connect();
-        this.requestRefresh();
-        return;
-      } catch (connectErr) {
-        const failed = this.watcher;
-        this.watcher = undefined;
-        if (failed !== undefined) await cancelWatcher(failed, this.ctx.requestTimeoutMs);
-        this.emit('failure', fromEtcdError('restarting a watch', connectErr));
-        await this.pause(attempt);
+      for (let attempt = 0; !this.closed; attempt++) {
+        try {
+          await this.connect();
+          if (this.closed) await this.cancelCurrent();
+          else this.requestRefresh();
+          return;
+        } catch (connectErr) {
+          await this.cancelCurrent();
+          this.emit('failure', fromEtcdError('restarting a watch', connectErr));
+          await this.pause(attempt);
+        }
       }
+    } finally {
+      this.replacing = false;
     }
   }
 
@@ -174,11 +195,14 @@ export class RefreshingWatch<T> extends EventEmitter<SubscriptionEvents> {
     try {
       this.options.deliver(value);
     } catch (err) {
-      if (this.listenerCount('listenerError') > 0) this.emit('listenerError', err);
-      else
-        process.nextTick(() => {
-          throw err;
-        });
+      if (this.listenerCount('listenerError') > 0) {
+        this.emit('listenerError', err);
+        return;
+      }
+
+      process.nextTick(() => {
+        throw err;
+      });
     }
   }
 

@@ -27,13 +27,17 @@ export interface PartitionMove {
  *
  * Given `previous`, it moves as few partitions as possible: the shards that held the
  * most keep the larger quotas, and a partition stays with its previous owner while that
- * owner is still present and under quota. A joining shard therefore takes exactly its
- * quota, and a leaving shard's partitions are the only ones that move.
+ * owner is still present and under quota. When `previous` is balanced, a joining shard
+ * therefore takes exactly its quota from the others, and a leaving shard's partitions are
+ * the only ones that move.
  */
 export function computeRing(partitions: number, shards: readonly string[], previous?: Ring): Ring {
   const sorted = checkShards(shards);
   if (!Number.isSafeInteger(partitions) || partitions < 1) {
-    throw new RingError('invalid-argument', `the partition count must be a positive integer, got ${partitions}`);
+    throw new RingError(
+      'invalid-argument',
+      `the partition count must be a positive integer, got ${partitions}`,
+    );
   }
   if (previous !== undefined) {
     assertValidRing(previous);
@@ -56,7 +60,10 @@ export function computeRing(partitions: number, shards: readonly string[], previ
 export function ownerOf(ring: Ring, partition: number): string {
   const owner = Number.isInteger(partition) ? ring.owners[partition] : undefined;
   if (owner === undefined) {
-    throw new RingError('invalid-argument', `partition ${partition} is outside 0..${ring.partitions - 1}`);
+    throw new RingError(
+      'invalid-argument',
+      `partition ${partition} is outside 0..${ring.partitions - 1}`,
+    );
   }
 
   return owner;
@@ -75,7 +82,10 @@ export function partitionsOf(ring: Ring, shardId: string): number[] {
 /** The partitions whose owner differs between `a` and `b`, ascending by partition. */
 export function diffRings(a: Ring, b: Ring): PartitionMove[] {
   if (a.partitions !== b.partitions) {
-    throw new RingError('invalid-argument', `rings of ${a.partitions} and ${b.partitions} partitions cannot be compared`);
+    throw new RingError(
+      'invalid-argument',
+      `rings of ${a.partitions} and ${b.partitions} partitions cannot be compared`,
+    );
   }
 
   const moves: PartitionMove[] = [];
@@ -104,12 +114,16 @@ export function ringProblem(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null) return 'not an object';
 
   const { epoch, partitions, owners } = value as Record<string, unknown>;
-  if (!Number.isSafeInteger(epoch) || (epoch as number) < 1) return `epoch ${String(epoch)} is not a positive integer`;
+  if (!Number.isSafeInteger(epoch) || (epoch as number) < 1) {
+    return `epoch ${String(epoch)} is not a positive integer`;
+  }
   if (!Number.isSafeInteger(partitions) || (partitions as number) < 1) {
     return `partition count ${String(partitions)} is not a positive integer`;
   }
   if (!Array.isArray(owners)) return 'owners is not an array';
-  if (owners.length !== partitions) return `${owners.length} owners for ${String(partitions)} partitions`;
+  if (owners.length !== partitions) {
+    return `${owners.length} owners for ${String(partitions)} partitions`;
+  }
   const bad = owners.findIndex((o) => typeof o !== 'string' || o === '');
   if (bad >= 0) return `partition ${bad} has no owner`;
 
@@ -122,7 +136,9 @@ function compareIds(a: string, b: string): number {
 }
 
 function checkShards(shards: readonly string[]): string[] {
-  if (shards.length === 0) throw new RingError('invalid-argument', 'a ring needs at least one shard');
+  if (shards.length === 0) {
+    throw new RingError('invalid-argument', 'a ring needs at least one shard');
+  }
 
   const sorted = [...shards].sort(compareIds);
   for (let i = 0; i < sorted.length; i++) {
@@ -140,7 +156,11 @@ function checkShards(shards: readonly string[]): string[] {
  * partitions before (ties in id order). Giving the larger quotas to the largest holders
  * maximises what stays in place.
  */
-function quotasFor(partitions: number, sorted: readonly string[], previous: Ring | undefined): Map<string, number> {
+function quotasFor(
+  partitions: number,
+  sorted: readonly string[],
+  previous: Ring | undefined,
+): Map<string, number> {
   const held = new Map<string, number>(sorted.map((s) => [s, 0]));
   for (const owner of previous?.owners ?? []) {
     const count = held.get(owner);

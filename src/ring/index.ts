@@ -1,0 +1,35 @@
+export {
+  EtcdCoordinationStore,
+  resolveEtcdCoordinationStoreOptions,
+} from './coordination-store.js';
+export type {
+  CampaignOptions,
+  CoordinationStore,
+  Emitter,
+  EtcdCoordinationStoreOptions,
+  LeaderInfo,
+  Leadership,
+  LeadershipEvents,
+  LeadershipState,
+  Membership,
+  MembershipEvents,
+  MembershipState,
+  ResolvedEtcdCoordinationStoreOptions,
+  ShardInfo,
+  Subscription,
+  SubscriptionEvents,
+  WriteRingOptions,
+} from './coordination-store.js';
+export { RingError, isRingError } from './errors.js';
+export type { RingErrorKind, RingErrorOptions } from './errors.js';
+export { MIN_LEASE_TTL_SECONDS } from './lease-keeper.js';
+export {
+  assertValidRing,
+  computeRing,
+  diffRings,
+  ownerOf,
+  partitionsOf,
+  ringProblem,
+  shardsOf,
+} from './ring.js';
+export type { PartitionMove, Ring } from './ring.js';
