@@ -209,22 +209,24 @@ export class Coordinator {
 
   /** Published periods that late events gave new users, with what changed. */
   private restatements(reports: readonly PartitionReport[]): Map<string, Restatement> {
-    const out = new Map<string, Restatement>();
+    const all = new Map<string, Restatement>();
     for (const report of reports) {
       for (const change of report.changes) {
-        if (change.newUsers === 0) continue;
-        let r = out.get(change.key);
+        let r = all.get(change.key);
         if (r === undefined) {
           r = { lateEvents: 0, newUsers: 0, partitions: new Set() };
-          out.set(change.key, r);
+          all.set(change.key, r);
         }
         r.lateEvents += change.lateEvents;
         r.newUsers += change.newUsers;
-        r.partitions.add(report.partition);
+        if (change.newUsers > 0) r.partitions.add(report.partition);
       }
     }
-    for (const key of out.keys()) {
-      if (!this.published.has(key)) out.delete(key);
+
+    // Only published periods that late events gave new users are restated.
+    const out = new Map<string, Restatement>();
+    for (const [key, r] of all) {
+      if (r.newUsers > 0 && this.published.has(key)) out.set(key, r);
     }
 
     return out;

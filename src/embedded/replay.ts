@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 
-import { readEvents, type ReadOptions } from '../ingest/index.js';
+import { listEventFiles, readEvents, type ReadOptions } from '../ingest/index.js';
 import type { EventBatch, RejectReason } from '../ingest/types.js';
 import type { Logger } from '../observability/index.js';
 import { jsonPut } from '../shard/level-state-store.js';
@@ -110,6 +112,8 @@ class ReplayRun {
   readonly rejected: Partial<Record<RejectReason, number>> = {};
   private progress: Progress = { lines: {}, sorted: {} };
   private lastRound = performance.now();
+  /** Each input file (real path) and its source id. */
+  private sources = new Map<string, string>();
 
   constructor(
     private readonly node: EmbeddedNode,
@@ -119,8 +123,9 @@ class ReplayRun {
   async execute(): Promise<void> {
     const stored = await this.node.getRecord<Progress>(PROGRESS_KEY);
     if (stored !== undefined) this.progress = stored;
+    this.sources = await identifySources(this.options.paths);
     this.options.logger.info(
-      { paths: this.options.paths, resume: stored !== undefined },
+      { sources: [...this.sources.values()], resume: stored !== undefined },
       'replay started',
     );
 
@@ -133,28 +138,33 @@ class ReplayRun {
   }
 
   private async streamInFileOrder(): Promise<void> {
-    const fromLine = new Map(Object.entries(this.progress.lines));
-    if (fromLine.size > 0) {
-      this.resumed = [...fromLine]
-        .map(([source, line]) => `${path.basename(source)} up to line ${line}`)
-        .join(', ');
+    const fromLine = new Map<string, number>();
+    const resumed: string[] = [];
+    for (const [file, sourceId] of this.sources) {
+      const line = this.progress.lines[sourceId];
+      if (line === undefined) continue;
+      fromLine.set(file, line);
+      resumed.push(`${path.basename(file)} up to line ${line}`);
     }
+    if (resumed.length > 0) this.resumed = resumed.join(', ');
 
-    for await (const batch of readEvents(this.options.paths, { ...this.options.read, fromLine })) {
-      await this.ingest(batch);
-      this.progress.lines[batch.source] = batch.lastLine;
+    const files = [...this.sources.keys()];
+    for await (const batch of readEvents(files, { ...this.options.read, fromLine })) {
+      const sourceId = this.sourceIdOf(batch.source);
+      await this.ingest(withSource(batch, sourceId));
+      this.progress.lines[sourceId] = batch.lastLine;
       await this.maybeRound();
     }
   }
 
   private async replayInReceiveOrder(): Promise<void> {
     const all: EventBatch[] = [];
-    for await (const batch of readEvents(this.options.paths, this.options.read)) all.push(batch);
+    const files = [...this.sources.keys()];
+    for await (const batch of readEvents(files, this.options.read)) {
+      all.push(withSource(batch, this.sourceIdOf(batch.source)));
+    }
 
-    const signature = all
-      .map((b) => `${b.source}:${b.lastLine}`)
-      .filter((s, i, a) => a.indexOf(s) === i)
-      .join('|');
+    const signature = [...this.sources.values()].join('|');
     const ordered = sortByReceiveTime(all, this.options.read.batchSize ?? 8192);
     const done = this.progress.sorted[signature] ?? 0;
     let position = 0;
@@ -170,6 +180,10 @@ class ReplayRun {
       this.progress.sorted[signature] = Math.max(done, position);
       await this.maybeRound();
     }
+  }
+
+  private sourceIdOf(file: string): string {
+    return this.sources.get(file) ?? file;
   }
 
   private async ingest(batch: EventBatch): Promise<void> {
@@ -195,10 +209,51 @@ class ReplayRun {
 }
 
 /**
+ * The source id of each input file: its real path and a fingerprint of its
+ * first 64 KiB, so that the same file reached by another path is one source,
+ * and a different file at a path replayed before (a rotated log) is a new
+ * one. Replay progress and dead letters are kept per source id.
+ */
+async function identifySources(paths: readonly string[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const file of await listEventFiles(paths)) {
+    const real = await fs.realpath(file);
+    const handle = await fs.open(real, 'r');
+    try {
+      const head = Buffer.alloc(64 * 1024);
+      const { bytesRead } = await handle.read(head, 0, head.length, 0);
+      const digest = createHash('sha256').update(head.subarray(0, bytesRead)).digest('hex');
+      out.set(real, `${real}#${digest.slice(0, 12)}`);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  return out;
+}
+
+function withSource(batch: EventBatch, source: string): EventBatch {
+  if (batch.source === source) return batch;
+
+  return { ...batch, source, rejects: batch.rejects.map((r) => ({ ...r, source })) };
+}
+
+/**
  * The events of all batches in receive-time order (stable; an event without
  * a receive time keeps the receive time of the event before it in file
  * order), cut into new batches. Record rejects ride in the first batch.
  */
+function firstReceiveTime(batches: readonly EventBatch[]): number {
+  for (const b of batches) {
+    for (let i = 0; i < b.length; i++) {
+      const r = b.receiveTimeMs?.[i] ?? Number.NaN;
+      if (!Number.isNaN(r)) return r;
+    }
+  }
+
+  return Number.NaN;
+}
+
 export function sortByReceiveTime(batches: readonly EventBatch[], batchSize: number): EventBatch[] {
   interface Ref {
     b: EventBatch;
@@ -207,7 +262,8 @@ export function sortByReceiveTime(batches: readonly EventBatch[], batchSize: num
     seq: number;
   }
   const refs: Ref[] = [];
-  let carried = Number.NEGATIVE_INFINITY;
+  // Events before the first receive time arrive with it.
+  let carried = firstReceiveTime(batches);
   for (const b of batches) {
     for (let i = 0; i < b.length; i++) {
       const r = b.receiveTimeMs?.[i] ?? Number.NaN;

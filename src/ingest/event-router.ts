@@ -119,7 +119,9 @@ export class EventRouter {
           continue;
         }
         if (receiveMs > this.clockMs) this.tickClock(receiveMs);
-        if (Number.isNaN(receiveMs)) receiveMs = this.clockMs;
+        // Without a receive time the event arrives now: on the clock, or the wall clock before it starts.
+        if (Number.isNaN(receiveMs))
+          receiveMs = Number.isFinite(this.clockMs) ? this.clockMs : wallMs;
       } else if (Number.isNaN(receiveMs)) {
         receiveMs = wallMs;
       }
@@ -308,6 +310,7 @@ function isoOrNumber(ms: number): string | number | null {
 }
 
 function formatGap(ms: number): string {
+  if (ms >= 1e6 * 86_400_000) return `${ms.toExponential(3)} ms`;
   if (ms >= 86_400_000) return `${(ms / 86_400_000).toFixed(1)} d`;
   if (ms >= 3_600_000) return `${(ms / 3_600_000).toFixed(1)} h`;
 

@@ -1,7 +1,7 @@
 import type { BatchBuilder, RecordParser } from './batch-builder.js';
 import { describeTimeProblem, eventTimeMsOf, parseCombinedLogTimeAt } from './event-time.js';
 import type { TimeFormat } from './types.js';
-import { isWhitespaceCode, jsonKindOf, readUserId } from './user-id.js';
+import { isWhitespaceCode, jsonKindOf, readUserId, userIdTextProblem } from './user-id.js';
 
 // A const enum, which the compiler inlines: reading a module-level const of an
 // ES module costs a temporal-dead-zone check each time (see event-time.ts).
@@ -196,6 +196,11 @@ export class CombinedLogParser extends LineParser {
       return;
     }
 
+    const userProblem = userIdTextProblem(text, start, userEnd);
+    if (userProblem !== undefined) {
+      this.builder.reject(line, 'invalid_user_id', userProblem, text.slice(start, end));
+      return;
+    }
     this.builder.add(text.slice(start, userEnd), eventTimeMs, NaN, line, undefined);
   }
 }

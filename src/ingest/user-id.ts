@@ -29,20 +29,40 @@ export function isWhitespaceCode(code: number): boolean {
 
 /**
  * Why `[start, end)` of `text` is not a usable user id, or undefined when it
- * is one. A user id is any non-empty text that is not only white space.
+ * is one. A user id is any non-empty text that is not only white space and
+ * is well-formed Unicode: a lone surrogate, or U+FFFD (what invalid UTF-8 in
+ * the input decodes to), would make different ids one user.
  */
 export function userIdTextProblem(text: string, start: number, end: number): string | undefined {
   if (start >= end) {
     return 'user id is empty';
   }
 
+  let blank = true;
   for (let i = start; i < end; i++) {
-    if (!isWhitespaceCode(text.charCodeAt(i))) {
-      return undefined;
+    const c = text.charCodeAt(i);
+    if (blank && !isWhitespaceCode(c)) {
+      blank = false;
+    }
+    if (c < 0xd800) {
+      continue;
+    }
+    if (c === 0xfffd) {
+      return 'user id contains U+FFFD (invalid UTF-8 in the input, or a replacement character)';
+    }
+    if (c <= 0xdbff && i + 1 < end) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        i++;
+        continue;
+      }
+    }
+    if (c <= 0xdfff) {
+      return 'user id is not well-formed Unicode (a lone surrogate)';
     }
   }
 
-  return 'user id is only whitespace';
+  return blank ? 'user id is only whitespace' : undefined;
 }
 
 /** What kind of JSON value `value` is, for messages. */

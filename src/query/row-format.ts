@@ -91,17 +91,12 @@ export function formatRejects(summary: DeadLetterSummary, format: OutputFormat):
   const records: Record<string, Cell>[] = [];
   for (const [reason, count] of Object.entries(summary.counts)) {
     const examples = summary.examples[reason as keyof typeof summary.examples] ?? [];
-    if (examples.length === 0)
+    if (examples.length === 0) {
       records.push({ reason, count, source: null, line: null, detail: null, raw: null });
-    for (const [i, e] of examples.entries()) {
-      records.push({
-        reason: i === 0 ? reason : '',
-        count: i === 0 ? (count ?? 0) : '',
-        source: e.source,
-        line: e.line,
-        detail: e.detail,
-        raw: e.raw.slice(0, 120),
-      });
+    }
+    for (const e of examples) {
+      const raw = format === 'table' ? e.raw.slice(0, 120) : e.raw;
+      records.push({ reason, count, source: e.source, line: e.line, detail: e.detail, raw });
     }
   }
 

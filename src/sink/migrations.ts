@@ -209,11 +209,24 @@ CREATE TRIGGER period_current_fenced_update
 `;
 
 /** Every migration, in the order it runs. Append only; never edit one that has shipped. */
+// Trigger functions resolve table names through search_path. Pin each to the
+// schema it was created in, so that a session with another search_path can
+// neither bypass nor confuse them.
+const PIN_FUNCTION_SCHEMA = `
+ALTER FUNCTION refuse_version_change() SET search_path FROM CURRENT;
+ALTER FUNCTION refuse_filing_change() SET search_path FROM CURRENT;
+ALTER FUNCTION check_filing_number() SET search_path FROM CURRENT;
+ALTER FUNCTION guard_writer_fence() SET search_path FROM CURRENT;
+ALTER FUNCTION assert_writer_fence(bigint) SET search_path FROM CURRENT;
+ALTER FUNCTION check_written_fence() SET search_path FROM CURRENT;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { id: '0001_periods', sql: PERIODS },
   { id: '0002_filings', sql: FILINGS },
   { id: '0003_dead_letters', sql: DEAD_LETTERS },
   { id: '0004_writer_fence', sql: WRITER_FENCE },
+  { id: '0005_pin_function_schema', sql: PIN_FUNCTION_SCHEMA },
 ];
 
 /**

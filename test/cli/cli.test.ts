@@ -222,4 +222,62 @@ describe('speedlayer replay and query', () => {
     expect(help.stdout).toContain('replay');
     expect(help.stdout).toContain('filings');
   });
+
+  it('knows a file by its content: another path to it is not read twice, a rotated file is new', async () => {
+    const sub = path.join(dir, 'rotate');
+    await fs.mkdir(sub);
+    const file = path.join(sub, 'app.log.csv');
+    const store = ['--data-dir', path.join(dir, 'rotate-data')];
+    const flags = ['--user-field', 'u', '--time-field', 't', ...store, '--log-level', 'silent'];
+
+    await fs.writeFile(
+      file,
+      'u,t\na,2026-03-29T10:00:00Z\nb,2026-03-29T10:00:00Z\n,2026-03-29T10:00:00Z\n',
+    );
+    expect((await runCli(['replay', file, ...flags])).code).toBe(0);
+    const again = await runCli(['replay', path.join(sub, '..', 'rotate', 'app.log.csv'), ...flags]);
+    expect(again.stdout).toContain('records read:     0');
+
+    // Rotated: new content at the same path.
+    await fs.writeFile(
+      file,
+      'u,t\nc,2026-03-29T11:00:00Z\nd,2026-03-29T11:00:00Z\n ,2026-03-29T11:00:00Z\n',
+    );
+    const rotated = await runCli(['replay', file, ...flags]);
+    expect(rotated.stdout).toContain('records read:     3');
+
+    const csv = await runCli(['query', '--period', 'day', '--format', 'csv', ...store]);
+    expect(csv.stdout.split('\n')[1]).toMatch(/^day,2026-03-29T00:00:00Z,4,/);
+    const rejects = JSON.parse(
+      (await runCli(['rejects', '--format', 'json', ...store])).stdout,
+    ) as {
+      counts: Record<string, number>;
+    };
+    expect(rejects.counts).toEqual({ invalid_user_id: 2 });
+  });
+
+  it('accepts events before the first receive time in a receive-order replay', async () => {
+    const file = path.join(dir, 'first.csv');
+    await fs.writeFile(
+      file,
+      'user,event_time,received\nzed,2026-03-29T09:00:00Z,\nalice,2026-03-29T10:00:00Z,2026-03-29T10:00:01Z\n',
+    );
+    const store = ['--data-dir', path.join(dir, 'first')];
+    const replay = await runCli([
+      'replay',
+      file,
+      '--user-field',
+      'user',
+      '--time-field',
+      'event_time',
+      '--receive-time-field',
+      'received',
+      ...store,
+      '--log-level',
+      'silent',
+    ]);
+    expect(replay.stdout).toContain('accepted:         2');
+    const csv = await runCli(['query', '--period', 'day', '--format', 'csv', ...store]);
+    expect(csv.stdout.split('\n')[1]).toMatch(/^day,2026-03-29T00:00:00Z,2,1,final$/);
+  });
 });

@@ -59,4 +59,19 @@ describe('readUserId', () => {
       detail: 'user id must be a string or an integer, got array',
     });
   });
+
+  it('rejects ids that are not well-formed Unicode, which would merge different users', () => {
+    expect(readUserId('\ud800')).toEqual({
+      ok: false,
+      detail: 'user id is not well-formed Unicode (a lone surrogate)',
+    });
+    expect(readUserId('a\udfffb').ok).toBe(false);
+    expect(readUserId('\ufffd').ok).toBe(false);
+    expect(readUserId('x\ufffdy')).toEqual({
+      ok: false,
+      detail: 'user id contains U+FFFD (invalid UTF-8 in the input, or a replacement character)',
+    });
+    // A well-formed pair (an emoji) is fine.
+    expect(readUserId('\ud83d\ude00')).toEqual({ ok: true, userId: '😀' });
+  });
 });

@@ -174,6 +174,7 @@ describe.each(backends)('Warehouse on $kind', (backend) => {
         '0002_filings',
         '0003_dead_letters',
         '0004_writer_fence',
+        '0005_pin_function_schema',
       ]);
       expect(await client.query('SHOW TimeZone')).toEqual([{ TimeZone: 'UTC' }]);
     } finally {
