@@ -4,6 +4,7 @@ import { demoCommand } from './demo-command.js';
 import { processIo, type CliIo } from './io.js';
 import { fileCommand, filingsCommand, queryCommand, rejectsCommand } from './query-commands.js';
 import { replayCommand } from './replay-command.js';
+import { serveQueryCommand } from './serve-query-command.js';
 
 /** Builds the `speedlayer` command line. */
 export function buildProgram(io: CliIo = processIo): Command {
@@ -22,6 +23,7 @@ export function buildProgram(io: CliIo = processIo): Command {
     filingsCommand(io),
     rejectsCommand(io),
     demoCommand(io),
+    serveQueryCommand(),
   ]) {
     program.addCommand(
       command.configureOutput({

@@ -9,27 +9,17 @@ import {
   formatRejects,
   type OutputFormat,
 } from '../query/index.js';
-import type { Warehouse } from '../sink/warehouse.js';
 import type { CliIo } from './io.js';
-import { openWarehouse, withStoreFlags, type StoreFlags } from './warehouse-options.js';
+import { withQuerySource, withSourceFlags, type SourceFlags } from './query-source.js';
 
 const formatFlag = choiceFlag(['table', 'csv', 'json'] as const);
 
-interface QueryFlags extends StoreFlags {
+interface QueryFlags extends SourceFlags {
   period?: PeriodType;
   from?: number;
   to?: number;
   format: OutputFormat;
   history: boolean;
-}
-
-async function withWarehouse<T>(flags: StoreFlags, fn: (w: Warehouse) => Promise<T>): Promise<T> {
-  const warehouse = await openWarehouse(flags);
-  try {
-    return await fn(warehouse);
-  } finally {
-    await warehouse.close();
-  }
 }
 
 export function queryCommand(io: CliIo): Command {
@@ -42,20 +32,20 @@ export function queryCommand(io: CliIo): Command {
     .option('--to <instant>', 'period starts before this instant', instantFlag)
     .option('--format <format>', 'table, csv or json', formatFlag, 'table')
     .option('--history', 'list every version, with its status, reason and time', false);
-  withStoreFlags(command);
+  withSourceFlags(command);
 
-  return command.action(async (flags: QueryFlags) => {
+  return command.action(async (flags: QueryFlags, self: Command) => {
     const range = { periodType: flags.period, fromMs: flags.from, toMs: flags.to };
-    const text = await withWarehouse(flags, async (w) =>
+    const text = await withQuerySource(flags, self, async (source) =>
       flags.history
-        ? formatHistory(await w.queryHistory(range), flags.format)
-        : formatCurrent(await w.queryCurrent(range), flags.format),
+        ? formatHistory(await source.history(range), flags.format)
+        : formatCurrent(await source.current(range), flags.format),
     );
     io.stdout.write(text);
   });
 }
 
-interface FileFlags extends StoreFlags {
+interface FileFlags extends SourceFlags {
   period: PeriodType;
   start: number;
   by: string;
@@ -71,11 +61,11 @@ export function fileCommand(io: CliIo): Command {
     .requiredOption('--start <instant>', 'the period start (ISO-8601 or a date)', instantFlag)
     .requiredOption('--by <name>', 'who filed it')
     .option('--note <text>', 'free text, e.g. where it was reported');
-  withStoreFlags(command);
+  withSourceFlags(command);
 
-  return command.action(async (flags: FileFlags) => {
-    const filing = await withWarehouse(flags, (w) =>
-      w.fileCurrent({
+  return command.action(async (flags: FileFlags, self: Command) => {
+    const filing = await withQuerySource(flags, self, (source) =>
+      source.file({
         periodType: flags.period,
         periodStartMs: flags.start,
         filedBy: flags.by,
@@ -92,11 +82,13 @@ export function filingsCommand(io: CliIo): Command {
   const command = new Command('filings')
     .description("list every filing beside its period's current number, version and the difference")
     .option('--format <format>', 'table, csv or json', formatFlag, 'table');
-  withStoreFlags(command);
+  withSourceFlags(command);
 
-  return command.action(async (flags: StoreFlags & { format: OutputFormat }) => {
+  return command.action(async (flags: SourceFlags & { format: OutputFormat }, self: Command) => {
     io.stdout.write(
-      await withWarehouse(flags, async (w) => formatFilings(await w.listFilings(), flags.format)),
+      await withQuerySource(flags, self, async (source) =>
+        formatFilings(await source.filings(), flags.format),
+      ),
     );
   });
 }
@@ -106,13 +98,15 @@ export function rejectsCommand(io: CliIo): Command {
     .description('dead-letter counts by reason, with a few examples of each')
     .option('--format <format>', 'table, csv or json', formatFlag, 'table')
     .option('--examples <n>', 'examples per reason', (v) => Number(v), 3);
-  withStoreFlags(command);
+  withSourceFlags(command);
 
-  return command.action(async (flags: StoreFlags & { format: OutputFormat; examples: number }) => {
-    io.stdout.write(
-      await withWarehouse(flags, async (w) =>
-        formatRejects(await w.rejectSummary(flags.examples), flags.format),
-      ),
-    );
-  });
+  return command.action(
+    async (flags: SourceFlags & { format: OutputFormat; examples: number }, self: Command) => {
+      io.stdout.write(
+        await withQuerySource(flags, self, async (source) =>
+          formatRejects(await source.rejects(flags.examples), flags.format),
+        ),
+      );
+    },
+  );
 }
