@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 
 import { choiceFlag, instantFlag, periodTypeFlag } from '../config/index.js';
-import type { PeriodType } from '../periods/index.js';
+import { isoSeconds, periodStart, type PeriodType } from '../periods/index.js';
 import {
   formatCurrent,
   formatFilings,
@@ -35,6 +35,9 @@ export function queryCommand(io: CliIo): Command {
   withSourceFlags(command);
 
   return command.action(async (flags: QueryFlags, self: Command) => {
+    if (flags.from !== undefined && flags.to !== undefined && flags.from >= flags.to) {
+      throw new Error('[SL-CLI-002] --from must be before --to');
+    }
     const range = { periodType: flags.period, fromMs: flags.from, toMs: flags.to };
     const text = await withQuerySource(flags, self, async (source) =>
       flags.history
@@ -64,6 +67,11 @@ export function fileCommand(io: CliIo): Command {
   withSourceFlags(command);
 
   return command.action(async (flags: FileFlags, self: Command) => {
+    if (periodStart(flags.period, flags.start) !== flags.start) {
+      throw new Error(
+        `[SL-CLI-003] ${isoSeconds(flags.start)} is not the start of a ${flags.period}`,
+      );
+    }
     const filing = await withQuerySource(flags, self, (source) =>
       source.file({
         periodType: flags.period,
@@ -73,7 +81,7 @@ export function fileCommand(io: CliIo): Command {
       }),
     );
     io.stdout.write(
-      `filed #${filing.filingId}: ${filing.periodType} ${new Date(filing.periodStartMs).toISOString()} = ${filing.distinctUsers} (version ${filing.version}) by ${filing.filedBy}\n`,
+      `filed #${filing.filingId}: ${filing.periodType} ${isoSeconds(filing.periodStartMs)} = ${filing.distinctUsers} (version ${filing.version}) by ${filing.filedBy}\n`,
     );
   });
 }

@@ -67,7 +67,7 @@ export async function withQuerySource<T>(
     }
   }
 
-  const warehouse = await openWarehouse(flags);
+  const warehouse = await openWarehouse(flags, true);
   try {
     return await fn({
       current: (range) => warehouse.queryCurrent(range),

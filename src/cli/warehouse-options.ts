@@ -1,3 +1,6 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+
 import type { Command } from 'commander';
 
 import { defaultDataDir, defaultPostgresUrl } from '../config/index.js';
@@ -24,8 +27,21 @@ export function withStoreFlags(command: Command): Command {
     );
 }
 
-/** Opens the warehouse the flags name. */
-export function openWarehouse(flags: StoreFlags): Promise<Warehouse> {
+/**
+ * Opens the warehouse the flags name. With `mustExist`, an embedded store that
+ * was never created is an error, not a new empty store (a mistyped --data-dir).
+ */
+export async function openWarehouse(flags: StoreFlags, mustExist = false): Promise<Warehouse> {
+  if (
+    mustExist &&
+    flags.postgres === undefined &&
+    !existsSync(path.join(flags.dataDir, 'warehouse'))
+  ) {
+    throw new Error(
+      `[SL-CLI-001] no speedlayer data in '${flags.dataDir}': run replay first, or name the directory with --data-dir`,
+    );
+  }
+
   return Warehouse.open(
     flags.postgres === undefined
       ? { dataDir: flags.dataDir }

@@ -166,7 +166,7 @@ describe('speedlayer replay and query', () => {
     ]);
     expect(filed.code).toBe(0);
     expect(filed.stdout).toMatch(
-      /^filed #1: day 2026-03-30T00:00:00.000Z = 1 \(version 1\) by finance/,
+      /^filed #1: day 2026-03-30T00:00:00Z = 1 \(version 1\) by finance/,
     );
 
     const filings = await runCli(['filings', '--format', 'csv', ...store]);
@@ -217,6 +217,37 @@ describe('speedlayer replay and query', () => {
     ]);
     expect(noField.code).toBe(1);
     expect(noField.stderr).toMatch(/user/i);
+
+    const typo = await runCli(['query', '--data-dir', path.join(dir, 'no-such-dir')]);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toContain('[SL-CLI-001] no speedlayer data in');
+
+    const twice = path.join(dir, 'twice');
+    const range = await runCli([
+      'query',
+      '--from',
+      '2026-04-01',
+      '--to',
+      '2026-03-01',
+      '--data-dir',
+      twice,
+    ]);
+    expect(range.stderr).toContain('[SL-CLI-002] --from must be before --to');
+
+    const unaligned = await runCli([
+      'file',
+      '--period',
+      'day',
+      '--start',
+      '2026-01-05T05:00:00Z',
+      '--by',
+      'x',
+      '--data-dir',
+      twice,
+    ]);
+    expect(unaligned.stderr).toContain(
+      '[SL-CLI-003] 2026-01-05T05:00:00Z is not the start of a day',
+    );
 
     const help = await runCli(['--help']);
     expect(help.stdout).toContain('replay');
