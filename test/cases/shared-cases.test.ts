@@ -1,7 +1,7 @@
 /**
- * The shared cases from real failure reports (`shared/cases/*.json`, beside the repository;
+ * The shared cases from real failure reports (copied into `test/fixtures/cases/`;
  * not `timezones/`, which needs reporting zones the engine does not have yet), each replayed
- * through the single-process engine as `shared/cases/README.md` prescribes. Scenarios, one
+ * through the single-process engine as the cases README prescribes. Scenarios, one
  * per case file, read when the file is collected, so that a new case file is a new test:
  *
  * - BH-01 idle shards: version 1 of each period published on time after input stops;
@@ -25,7 +25,7 @@ import { Warehouse } from '../../src/sink/index.js';
 import { checkCase, loadCases, replayCase } from '../support/case-harness.js';
 
 /** `shared/` lies beside the repository, here and in CI. */
-const CASES = new URL('../../../shared/cases/', import.meta.url);
+const CASES = new URL('../fixtures/cases/', import.meta.url);
 
 /** Generated cases send hundreds of thousands of events. */
 const TIMEOUT_MS = 120_000;

@@ -19,7 +19,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runCli } from '../support/cli.js';
 import { postgresTestUrl } from '../support/postgres.js';
 
-const DATA = fileURLToPath(new URL('../../../shared/data/', import.meta.url));
+const DATA = fileURLToPath(new URL('../../datasets/', import.meta.url));
 const APACHE = path.join(DATA, 'elastic-apache-logs');
 const GIT = path.join(DATA, 'git-git-commits');
 const GIT_FLAGS = ['--user-field', 'author_email', '--time-field', 'author_date', '--event-id-field', 'commit', '--restatement-horizon', '10000d'];

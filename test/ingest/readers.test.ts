@@ -1,5 +1,5 @@
 /**
- * Scenarios: the two real datasets in shared/data read end to end and checked
+ * Scenarios: the two real datasets in datasets/ read end to end and checked
  * against their expected per-period distinct users; NDJSON, CSV and combined
  * logs with gzip, directories, CRLF, BOM, quoted and multi-line CSV records,
  * records cut by read-chunk boundaries, malformed records of every kind,
@@ -23,7 +23,7 @@ import {
 import { dayStart, hourStart, isoSeconds, weekStart } from '../../src/periods/index.js';
 
 /** shared/ sits beside the repository, in development and in CI. */
-const DATA_DIR = fileURLToPath(new URL('../../../shared/data/', import.meta.url));
+const DATA_DIR = fileURLToPath(new URL('../../datasets/', import.meta.url));
 const APACHE_LOG = join(DATA_DIR, 'elastic-apache-logs', 'apache_logs');
 const GIT_COMMITS = join(DATA_DIR, 'git-git-commits', 'git-git-commits.csv.gz');
 
