@@ -40,7 +40,7 @@ export function demoCommand(io: CliIo): Command {
           read: { format: 'combined' },
           dataDir,
           settings: resolveEngineSettings({ watermarkMode: 'event-time' }),
-          logger: createLogger({ level: flags.logLevel, component: 'demo' }),
+          logger: createLogger({ level: flags.logLevel }),
         });
         io.stdout.write(formatSummary(summary));
 

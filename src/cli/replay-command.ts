@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 
 import {
@@ -87,11 +87,13 @@ export function replayCommand(io: CliIo): Command {
       'ndjson, csv or combined, when the file name does not tell',
       choiceFlag(['ndjson', 'csv', 'combined'] as const),
     )
-    .option(
-      '--round-interval <duration>',
-      'wall time between checkpoints and coordinator rounds',
-      durationFlag,
-      5000,
+    .addOption(
+      new Option(
+        '--round-interval <duration>',
+        'wall time between checkpoints and coordinator rounds',
+      )
+        .argParser(durationFlag)
+        .default(5000, '5s'),
     )
     .option('--log-level <level>', 'pino log level on stderr', 'info')
     .option('--no-progress', 'no progress bar');
@@ -101,6 +103,12 @@ export function replayCommand(io: CliIo): Command {
   return command.action(async (paths: string[], flags: ReplayFlags) => {
     const summary = await replay(paths, flags, io);
     io.stdout.write(formatSummary(summary));
+    if (summary.records > 0 && summary.accepted === 0) {
+      io.stderr.write(
+        'speedlayer: every record was rejected; see `speedlayer rejects` (wrong --format or fields?)\n',
+      );
+      process.exitCode = 2;
+    }
   });
 }
 
@@ -132,7 +140,7 @@ async function replay(paths: string[], flags: ReplayFlags, io: CliIo): Promise<R
       postgresSchema: flags.postgresSchema,
       settings,
       roundIntervalMs: flags.roundInterval,
-      logger: createLogger({ level: bar === null ? flags.logLevel : 'warn', component: 'replay' }),
+      logger: createLogger({ level: bar === null ? flags.logLevel : 'warn' }),
       onProgress:
         bar === null
           ? undefined
@@ -168,7 +176,7 @@ export function formatSummary(s: ReplaySummary): string {
     `records read:     ${s.records}${s.resumed === null ? '' : ` (resumed: done earlier: ${s.resumed})`}`,
     `accepted:         ${s.accepted}`,
     `rejected:         ${total}${rejected === '' ? '' : `\n${rejected}`}`,
-    `distinct users:   ${s.distinctUsers}`,
+    `distinct users:   ${s.distinctUsers} (all replays into this data directory)`,
     `time:             ${s.seconds.toFixed(2)} s`,
     `events/second:    ${Math.round(s.eventsPerSecond)}`,
     '',

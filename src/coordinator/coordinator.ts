@@ -251,8 +251,8 @@ export class Coordinator {
     if (sum === last.distinctUsers) return null;
 
     const reason =
-      `restated: +${sum - last.distinctUsers} users from ${r.lateEvents} late events ` +
-      `in ${r.partitions.size} of ${this.partitions.partitionCount} partitions`;
+      `restated: +${plural(sum - last.distinctUsers, 'user')} from ${plural(r.lateEvents, 'late event')} ` +
+      `in ${r.partitions.size} of ${plural(this.partitions.partitionCount, 'partition')}`;
     const write = versionWrite(period, last.version + 1, sum, 'restated', reason, watermarkMs);
     this.noteVersion(write);
 
@@ -349,4 +349,8 @@ function versionWrite(
     reason,
     watermarkMs,
   };
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }

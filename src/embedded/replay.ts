@@ -68,6 +68,11 @@ interface Progress {
  * it would follow the wall clock in live operation.
  */
 export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> {
+  // Input problems (missing files, unknown formats) surface before any store is opened.
+  const sources = await identifySources(options.paths);
+  await planReadable([...sources.keys()], options.read);
+
+  const logger = options.logger.child({ component: 'replay' });
   const warehouse = await Warehouse.open(
     options.postgresUrl === undefined
       ? { dataDir: options.dataDir }
@@ -84,7 +89,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     });
     // Timed from here: the stores are open, so the figure is the replay's own.
     const started = performance.now();
-    const run = new ReplayRun(node, options);
+    const run = new ReplayRun(node, options, sources, logger);
     await run.execute();
 
     const seconds = (performance.now() - started) / 1000;
@@ -97,7 +102,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
       seconds,
       eventsPerSecond: run.records / seconds,
     };
-    options.logger.info({ ...summary }, 'replay finished');
+    logger.info({ ...summary }, 'replay finished');
 
     return summary;
   } finally {
@@ -112,19 +117,18 @@ class ReplayRun {
   readonly rejected: Partial<Record<RejectReason, number>> = {};
   private progress: Progress = { lines: {}, sorted: {} };
   private lastRound = performance.now();
-  /** Each input file (real path) and its source id. */
-  private sources = new Map<string, string>();
 
   constructor(
     private readonly node: EmbeddedNode,
     private readonly options: ReplayOptions,
+    private readonly sources: Map<string, string>,
+    private readonly logger: ReplayOptions['logger'],
   ) {}
 
   async execute(): Promise<void> {
     const stored = await this.node.getRecord<Progress>(PROGRESS_KEY);
     if (stored !== undefined) this.progress = stored;
-    this.sources = await identifySources(this.options.paths);
-    this.options.logger.info(
+    this.logger.info(
       { sources: [...this.sources.values()], resume: stored !== undefined },
       'replay started',
     );
@@ -230,6 +234,16 @@ async function identifySources(paths: readonly string[]): Promise<Map<string, st
   }
 
   return out;
+}
+
+/** Checks that every file can be read with these options (format, fields, CSV header). */
+async function planReadable(files: readonly string[], read: ReplayOptions['read']): Promise<void> {
+  for (const file of files) {
+    // Reading the first batch runs every check the reader makes before its data.
+    const reader = readEvents([file], { ...read, batchSize: 1 });
+    await reader.next();
+    await reader.return(undefined);
+  }
 }
 
 function withSource(batch: EventBatch, source: string): EventBatch {

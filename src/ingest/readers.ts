@@ -106,7 +106,11 @@ export function inputFormatOf(file: string): InputFormat | undefined {
 export async function listEventFiles(paths: readonly string[]): Promise<string[]> {
   const files: string[] = [];
   for (const path of paths) {
-    const info = await stat(path);
+    const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
+      throw err.code === 'ENOENT'
+        ? new Error(`no such file or directory: ${path}`, { cause: err })
+        : err;
+    });
     if (info.isDirectory()) {
       await collectFiles(path, files);
     } else {
@@ -163,6 +167,13 @@ function planSources(files: string[], options: ReadOptions): [string, InputForma
     ) {
       throw new Error(
         `${file} is ${format}, which needs a user field and a time field (--user-field, --time-field)`,
+      );
+    }
+
+    if (format === 'combined' && options.format === undefined && options.userField !== undefined) {
+      throw new Error(
+        `${file} is read as a combined access log (user = client address, time = request time), so ` +
+          '--user-field and --time-field do not apply; pass --format ndjson or csv if it is not an access log',
       );
     }
 

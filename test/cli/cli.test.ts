@@ -149,7 +149,7 @@ describe('speedlayer replay and query', () => {
     );
     expect(rows[1]).toMatch(/^day,2026-03-29T00:00:00Z,1,1,final,/);
     expect(rows[2]).toMatch(
-      /^day,2026-03-29T00:00:00Z,2,2,restated,restated: \+1 users from 1 late events in 1 of 16 partitions,/,
+      /^day,2026-03-29T00:00:00Z,2,2,restated,restated: \+1 user from 1 late event in 1 of 16 partitions,/,
     );
 
     const filed = await runCli([

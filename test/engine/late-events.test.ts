@@ -147,7 +147,7 @@ describe('late events', () => {
       const restatedRows = history.filter((v) => v.status === 'restated');
       expect(restatedRows.length).toBeGreaterThanOrEqual(model.restated.size);
       expect(restatedRows[0]?.reason).toMatch(
-        /^restated: \+\d+ users from \d+ late events in \d+ of 5 partitions$/,
+        /^restated: \+\d+ users? from \d+ late events? in \d+ of 5 partitions$/,
       );
     },
   );
