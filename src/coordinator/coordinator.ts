@@ -99,6 +99,16 @@ export class Coordinator {
   async round(): Promise<RoundResult> {
     if (!this.loaded) await this.resume();
 
+    try {
+      return await this.runRound();
+    } catch (err) {
+      // What this round decided may not be written: the next round starts again from the sink.
+      this.loaded = false;
+      throw err;
+    }
+  }
+
+  private async runRound(): Promise<RoundResult> {
     // Gather.
     const reports = await this.partitions.reports();
     const missing = this.missingPartitions(reports);

@@ -1,5 +1,3 @@
-import roaring from 'roaring';
-
 import {
   Coordinator,
   type PartitionAck,
@@ -10,12 +8,11 @@ import {
 import { EventRouter, type RouterState, type WatermarkMode } from '../ingest/event-router.js';
 import type { EventBatch } from '../ingest/types.js';
 import type { Logger } from '../observability/index.js';
-import { LevelStateStore, jsonPut } from '../shard/level-state-store.js';
-import { PartitionActor } from '../shard/partition-actor.js';
-import type { PartitionBatch, PartitionReport, StorageOp } from '../shard/types.js';
+import { jsonPut } from '../shard/level-state-store.js';
+import { PartitionHost } from '../shard/partition-host.js';
+import type { PartitionReport, StorageOp } from '../shard/types.js';
 import type { DeadLetterWrite, WriterFence } from '../sink/types.js';
 
-const NODE_META_KEY = 'node/meta';
 const ROUTER_KEY = 'node/router';
 
 /** Settings of the counting engine, shared by every mode. */
@@ -63,42 +60,36 @@ export class EmbeddedNode {
 
   private constructor(
     private readonly options: EmbeddedNodeOptions,
-    private readonly store: LevelStateStore,
-    private readonly actors: PartitionActor[],
+    private readonly host: PartitionHost,
     private readonly router: EventRouter,
     private readonly coordinator: Coordinator,
   ) {}
 
   static async open(options: EmbeddedNodeOptions): Promise<EmbeddedNode> {
-    const store = await LevelStateStore.open(options.stateDir);
+    const host = await PartitionHost.open({
+      stateDir: options.stateDir,
+      partitionCount: options.partitions,
+      allowedLatenessMs: options.allowedLatenessMs,
+      memoryBudgetBytes: options.memoryBudgetBytes,
+      logger: options.logger,
+    });
     try {
-      await checkPartitionCount(store, options.partitions);
-      const actors: PartitionActor[] = [];
-      for (let p = 0; p < options.partitions; p++) {
-        actors.push(
-          await PartitionActor.open(
-            { partition: p, allowedLatenessMs: options.allowedLatenessMs },
-            store,
-          ),
-        );
-      }
-
       const router = new EventRouter({ ...options, now: options.now ?? Date.now });
-      const routerState = await store.getJson<RouterState>(ROUTER_KEY);
+      const routerState = await host.getRecord<RouterState>(ROUTER_KEY);
       if (routerState !== undefined) router.restore(routerState);
 
       const fence: WriterFence = { ringEpoch: 0, fencingToken: 1 };
       await options.warehouse.claimFence(fence);
-      const coordinator = new Coordinator(new InProcessPartitions(actors), options.warehouse, {
+      const coordinator = new Coordinator(new InProcessPartitions(host), options.warehouse, {
         allowedLatenessMs: options.allowedLatenessMs,
         fence,
         logger: options.logger.child({ component: 'coordinator' }),
       });
       await coordinator.resume();
 
-      return new EmbeddedNode(options, store, actors, router, coordinator);
+      return new EmbeddedNode(options, host, router, coordinator);
     } catch (err) {
-      await store.close();
+      await host.close();
       throw err;
     }
   }
@@ -108,7 +99,7 @@ export class EmbeddedNode {
   }
 
   get knownUsers(): number {
-    return this.actors.reduce((n, a) => n + a.knownUsers, 0);
+    return this.host.knownUsers;
   }
 
   /** Resident dictionary bytes, hours on disk only, and hours read back, over all partitions. */
@@ -118,22 +109,13 @@ export class EmbeddedNode {
     evictedHours: number;
     hourLoads: number;
   } {
-    let dictionaryBytes = 0;
-    let evictedHours = 0;
-    let hourLoads = 0;
-    for (const actor of this.actors) {
-      dictionaryBytes += actor.dictionaryBytes;
-      evictedHours += actor.spillStats.evictedHours;
-      hourLoads += actor.spillStats.hourLoads;
-    }
-
-    return { knownUsers: this.knownUsers, dictionaryBytes, evictedHours, hourLoads };
+    return { ...this.host.stats };
   }
 
   /** Routes and applies one batch of parsed events; its record rejects are kept too. */
   async ingest(batch: EventBatch): Promise<IngestResult> {
     const routed = this.router.route(batch);
-    await this.applyAll(routed.batches);
+    await this.host.apply(routed.batches);
 
     const rejects = [
       ...batch.rejects.map(({ source, line, reason, detail, raw }) => ({
@@ -152,12 +134,12 @@ export class EmbeddedNode {
 
   /** Moves the clock (clock mode) with no input, so that idle time closes periods. */
   async advanceClock(nowMs: number): Promise<void> {
-    await this.applyAll(this.router.advanceClock(nowMs));
+    await this.host.apply(this.router.advanceClock(nowMs));
   }
 
   /** Moves the watermark past everything seen, so that every period closes. */
   async finish(): Promise<void> {
-    await this.applyAll(this.router.finish());
+    await this.host.apply(this.router.finish());
   }
 
   /**
@@ -171,12 +153,7 @@ export class EmbeddedNode {
       this.pendingRejects = [];
     }
 
-    const ops: StorageOp[] = [...extra, jsonPut(ROUTER_KEY, this.router.state)];
-    for (const actor of this.actors) actor.collectWrites(ops);
-    await this.store.write(ops);
-    for (const actor of this.actors) actor.markPersisted();
-
-    this.spillToBudget();
+    await this.host.checkpoint([...extra, jsonPut(ROUTER_KEY, this.router.state)]);
   }
 
   /** Checkpoints, then lets the coordinator close, restate and refresh periods. */
@@ -188,14 +165,14 @@ export class EmbeddedNode {
 
   /** Reads a node-level record written through `extra`. */
   getRecord<T>(key: string): Promise<T | undefined> {
-    return this.store.getJson<T>(key);
+    return this.host.getRecord<T>(key);
   }
 
   /** Closes the state store without a checkpoint: what was not checkpointed is lost, as in a crash. */
   async abandon(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.store.close();
+    await this.host.close();
   }
 
   /** Checkpoints, runs a last round and closes. */
@@ -203,65 +180,29 @@ export class EmbeddedNode {
     if (this.closed) return;
     await this.round();
     this.closed = true;
-    await this.store.close();
-  }
-
-  private async applyAll(batches: readonly PartitionBatch[]): Promise<void> {
-    for (const batch of batches)
-      await (this.actors[batch.partition] as PartitionActor).apply(batch);
-  }
-
-  private spillToBudget(): void {
-    const dictBytes = this.actors.reduce((n, a) => n + a.dictionaryBytes, 0);
-    const used = roaring.getRoaringUsedMemory() + dictBytes;
-    const excess = used - this.options.memoryBudgetBytes;
-    if (excess <= 0) return;
-
-    // Free a little more than the excess so that spilling does not run on every checkpoint.
-    const share = (excess + this.options.memoryBudgetBytes * 0.1) / this.actors.length;
-    let freed = 0;
-    for (const actor of this.actors) freed += actor.evict(share);
-    this.options.logger.debug(
-      { usedBytes: used, freedBytes: freed },
-      'spilled closed periods to disk',
-    );
+    await this.host.close();
   }
 }
 
-/** The coordinator's view of in-process partitions. */
+/** The coordinator's view of in-process partitions: one host that holds them all. */
 class InProcessPartitions implements PartitionsPort {
-  constructor(private readonly actors: readonly PartitionActor[]) {}
+  constructor(private readonly host: PartitionHost) {}
 
   get partitionCount(): number {
-    return this.actors.length;
+    return this.host.partitionCount;
   }
 
-  async reports(): Promise<PartitionReport[]> {
-    return this.actors.map((a) => a.report());
+  reports(): Promise<PartitionReport[]> {
+    return this.host.reports();
   }
 
   async counts(keys: readonly string[]): Promise<Map<string, number>[]> {
-    const out: Map<string, number>[] = [];
-    for (const actor of this.actors) out.push(await actor.counts(keys));
+    const perPartition = await this.host.counts(keys);
 
-    return out;
+    return perPartition.map((p) => p.counts);
   }
 
-  async acknowledge(acks: readonly PartitionAck[]): Promise<void> {
-    for (const ack of acks) this.actors[ack.partition]?.acknowledge(ack.seals, ack.changes);
-  }
-}
-
-async function checkPartitionCount(store: LevelStateStore, partitions: number): Promise<void> {
-  const meta = await store.getJson<{ partitions: number }>(NODE_META_KEY);
-  if (meta === undefined) {
-    await store.write([jsonPut(NODE_META_KEY, { partitions })]);
-    return;
-  }
-  if (meta.partitions !== partitions) {
-    throw new Error(
-      `[SL-CONFIG-001] this data directory was created with ${meta.partitions} partitions; ` +
-        `it cannot be opened with ${partitions} (the partition count never changes)`,
-    );
+  acknowledge(acks: readonly PartitionAck[]): Promise<void> {
+    return this.host.acknowledge(acks);
   }
 }

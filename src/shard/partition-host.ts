@@ -1,0 +1,454 @@
+/**
+ * The partitions one process holds: their actors, the LevelDB they live in, and the
+ * bookkeeping that makes routed batches and acknowledgements apply exactly once. The
+ * embedded node holds every partition in one host; a shard process holds the partitions
+ * the ring assigns to it, and serves them over gRPC.
+ */
+import { EventEmitter } from 'node:events';
+
+import roaring from 'roaring';
+
+import { formatDuration } from '../config/duration.js';
+import type { PartitionAck } from '../coordinator/coordinator.js';
+import type { Logger } from '../observability/index.js';
+import { ShardError } from './errors.js';
+import { LevelStateStore, jsonPut } from './level-state-store.js';
+import { PartitionActor } from './partition-actor.js';
+import {
+  PartitionLedger,
+  checkAckStamp,
+  checkRouteStamp,
+  type AckStamp,
+  type RouteStamp,
+} from './partition-ledger.js';
+import type { PartitionBatch, PartitionReport, StorageOp } from './types.js';
+
+const NODE_META_KEY = 'node/meta';
+
+export interface PartitionHostOptions {
+  /** Where the LevelDB state lives. */
+  readonly stateDir: string;
+  /** P, fixed when the data directory is created. */
+  readonly partitionCount: number;
+  /** The partitions this host holds. @default every partition, 0 .. P-1 */
+  readonly partitions?: readonly number[];
+  /** The ring epoch under which the host holds them. @default 0 */
+  readonly ringEpoch?: number;
+  /** How long after a period ends it stays open before it is sealed. */
+  readonly allowedLatenessMs: number;
+  /** Memory for sets and dictionaries before closed periods' sets spill to disk only. */
+  readonly memoryBudgetBytes: number;
+  readonly logger: Logger;
+}
+
+/** What a routed batch did; returned once it is durable. */
+export interface RouteOutcome {
+  readonly partition: number;
+  /** The highest sequence of the sender's stream that is durable. */
+  readonly sequence: number;
+  /** True when the batch had been applied before and this was a repeat. */
+  readonly duplicate: boolean;
+  /** The partition's watermark after the batch (-Infinity while it has none). */
+  readonly watermarkMs: number;
+}
+
+/** One partition's current counts, keyed by period key. */
+export interface PartitionCounts {
+  readonly partition: number;
+  readonly counts: Map<string, number>;
+}
+
+export interface PartitionHostStats {
+  readonly knownUsers: number;
+  readonly dictionaryBytes: number;
+  /** Hours on disk only. */
+  readonly evictedHours: number;
+  /** Hours read back from disk. */
+  readonly hourLoads: number;
+}
+
+export interface PartitionHostEvents {
+  /** Applying or writing state failed; emitted once. The host refuses every call after it. */
+  failed: [error: ShardError];
+}
+
+interface Hosted {
+  readonly actor: PartitionActor;
+  readonly ledger: PartitionLedger;
+}
+
+/**
+ * The partitions of one process. Every call runs alone, in arrival order, so that a
+ * checkpoint never sees half a batch and never marks as durable what was applied while
+ * it wrote.
+ *
+ * Two paths change state:
+ *
+ * - {@link apply} and {@link acknowledge} without a stamp change memory only; the
+ *   caller makes it durable with {@link checkpoint} (the embedded node, before each
+ *   round);
+ * - {@link route} and {@link acknowledge} with a stamp apply at most once per stamp and
+ *   are durable when they resolve (the shard server).
+ *
+ * If applying or writing fails, memory may be ahead of disk: the host then refuses every
+ * call with 'store-failed' until it is reopened from its store.
+ */
+export class PartitionHost extends EventEmitter<PartitionHostEvents> {
+  readonly partitionCount: number;
+  readonly ringEpoch: number;
+  private tail: Promise<void> = Promise.resolve();
+  private failure: ShardError | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly options: PartitionHostOptions,
+    private readonly store: LevelStateStore,
+    private readonly hosted: ReadonlyMap<number, Hosted>,
+  ) {
+    super();
+    this.partitionCount = options.partitionCount;
+    this.ringEpoch = options.ringEpoch ?? 0;
+  }
+
+  /** Opens the store and the actor of every partition held, from their durable state. */
+  static async open(options: PartitionHostOptions): Promise<PartitionHost> {
+    const partitions = checkPartitions(options);
+    const store = await LevelStateStore.open(options.stateDir);
+
+    try {
+      await checkFixedSettings(store, options.partitionCount, options.allowedLatenessMs);
+      const hosted = new Map<number, Hosted>();
+      for (const partition of partitions) {
+        const actor = await PartitionActor.open(
+          { partition, allowedLatenessMs: options.allowedLatenessMs },
+          store,
+        );
+        hosted.set(partition, { actor, ledger: await PartitionLedger.load(store, partition) });
+      }
+
+      return new PartitionHost(options, store, hosted);
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+  }
+
+  /** The partitions held, ascending. */
+  get partitions(): number[] {
+    return [...this.hosted.keys()];
+  }
+
+  holds(partition: number): boolean {
+    return this.hosted.has(partition);
+  }
+
+  get knownUsers(): number {
+    let n = 0;
+    for (const { actor } of this.hosted.values()) n += actor.knownUsers;
+
+    return n;
+  }
+
+  get stats(): PartitionHostStats {
+    let dictionaryBytes = 0;
+    let evictedHours = 0;
+    let hourLoads = 0;
+    for (const { actor } of this.hosted.values()) {
+      dictionaryBytes += actor.dictionaryBytes;
+      evictedHours += actor.spillStats.evictedHours;
+      hourLoads += actor.spillStats.hourLoads;
+    }
+
+    return { knownUsers: this.knownUsers, dictionaryBytes, evictedHours, hourLoads };
+  }
+
+  /** Applies batches in order, in memory; {@link checkpoint} makes them durable. */
+  apply(batches: readonly PartitionBatch[]): Promise<void> {
+    return this.serially(async () => {
+      const targets = batches.map((batch) => ({ batch, actor: this.held(batch.partition).actor }));
+      for (const { batch, actor } of targets) await this.changing(() => actor.apply(batch));
+    });
+  }
+
+  /**
+   * Applies one batch of a sender's stream and checkpoints before it resolves. A batch
+   * whose sequence was applied before is not applied again; one that skips a sequence is
+   * refused with 'sequence-gap'.
+   */
+  async route(stamp: RouteStamp, batch: PartitionBatch): Promise<RouteOutcome> {
+    checkRouteStamp(stamp);
+
+    return this.serially(async () => {
+      const hosted = this.held(batch.partition);
+      const last = hosted.ledger.lastSequence(stamp.senderId);
+
+      if (stamp.sequence <= last) {
+        return this.outcome(hosted, last, true);
+      }
+      if (stamp.sequence > last + 1) {
+        throw new ShardError(
+          'sequence-gap',
+          `partition ${batch.partition} got sequence ${stamp.sequence} from ${stamp.senderId}, which has applied up to ${last}`,
+          { partition: batch.partition },
+        );
+      }
+
+      await this.changing(() => hosted.actor.apply(batch));
+      hosted.ledger.noteSequence(stamp);
+      await this.persist([]);
+
+      return this.outcome(hosted, stamp.sequence, false);
+    });
+  }
+
+  /** The unacknowledged seals and changes of the partitions asked for (empty: all held). */
+  reports(partitions?: readonly number[]): Promise<PartitionReport[]> {
+    return this.serially(async () => this.select(partitions).map(({ actor }) => actor.report()));
+  }
+
+  /** Current exact counts of the periods in the partitions asked for (empty: all held). */
+  counts(keys: readonly string[], partitions?: readonly number[]): Promise<PartitionCounts[]> {
+    return this.serially(async () => {
+      const out: PartitionCounts[] = [];
+      for (const { actor } of this.select(partitions)) {
+        out.push({ partition: actor.partition, counts: await actor.counts(keys) });
+      }
+
+      return out;
+    });
+  }
+
+  /**
+   * The coordinator has published these seals and changes: the partitions forget them.
+   *
+   * With a stamp, each partition applies an acknowledgement once: a stamp it has applied
+   * before (same fencing token, same or lower round) is a no-op, and the host is
+   * checkpointed before this resolves. A fencing token lower than one the host has seen
+   * comes from a deposed coordinator and is refused with 'stale-fencing-token'.
+   */
+  async acknowledge(acks: readonly PartitionAck[], stamp?: AckStamp): Promise<void> {
+    if (stamp !== undefined) checkAckStamp(stamp);
+
+    return this.serially(async () => {
+      const targets = acks.map((ack) => ({ ack, hosted: this.held(ack.partition) }));
+      if (stamp === undefined) {
+        for (const { ack, hosted } of targets) hosted.actor.acknowledge(ack.seals, ack.changes);
+        return;
+      }
+
+      this.checkFencingToken(stamp);
+      let changed = false;
+      for (const { ack, hosted } of targets) {
+        if (hosted.ledger.hasApplied(stamp)) continue;
+        hosted.actor.acknowledge(ack.seals, ack.changes);
+        hosted.ledger.noteAck(stamp);
+        changed = true;
+      }
+
+      if (changed) await this.persist([]);
+    });
+  }
+
+  /**
+   * Makes everything applied so far durable in one atomic batch: the caller's `extra`
+   * records, then every partition's state and ledger. Then spills closed periods' sets
+   * to disk only while memory is over budget.
+   */
+  checkpoint(extra: readonly StorageOp[] = []): Promise<void> {
+    return this.serially(() => this.persist(extra));
+  }
+
+  /** Reads a node-level record written through a checkpoint's `extra`. */
+  getRecord<T>(key: string): Promise<T | undefined> {
+    return this.store.getJson<T>(key);
+  }
+
+  /**
+   * Waits for the call in progress, then closes the store without a checkpoint: what was
+   * applied and not checkpointed is lost, as in a crash. Safe to call twice.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+
+    await this.tail;
+    await this.store.close();
+  }
+
+  // --- running calls ---------------------------------------------------------------------
+
+  /** Runs `task` after every call before it, unless the host is closed or failed. */
+  private serially<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(() => {
+      this.assertUsable();
+      return task();
+    });
+    this.tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+
+    return run;
+  }
+
+  private assertUsable(): void {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.closed) throw new ShardError('unavailable', 'the partition host is closed');
+  }
+
+  /**
+   * Runs a change to partition state. If it fails, memory may be ahead of disk: the host
+   * fails for good, and the change throws 'store-failed' with the failure as its cause.
+   */
+  private async changing(change: () => Promise<void>): Promise<void> {
+    try {
+      await change();
+    } catch (err) {
+      const text = err instanceof Error ? err.message : String(err);
+      this.failure = new ShardError(
+        'store-failed',
+        `applying or writing partition state failed, so memory may be ahead of the store (${text}); the shard must restart and recover from its store`,
+        { cause: err },
+      );
+      this.emit('failed', this.failure);
+
+      throw this.failure;
+    }
+  }
+
+  private async persist(extra: readonly StorageOp[]): Promise<void> {
+    const ops: StorageOp[] = [...extra];
+    for (const { actor, ledger } of this.hosted.values()) {
+      actor.collectWrites(ops);
+      ledger.collectWrites(ops);
+    }
+
+    await this.changing(() => this.store.write(ops));
+    for (const { actor, ledger } of this.hosted.values()) {
+      actor.markPersisted();
+      ledger.markPersisted();
+    }
+
+    this.spillToBudget();
+  }
+
+  // --- partitions --------------------------------------------------------------------------
+
+  private held(partition: number): Hosted {
+    if (!Number.isInteger(partition) || partition < 0 || partition >= this.partitionCount) {
+      throw new ShardError(
+        'invalid-argument',
+        `partition ${partition} is outside 0..${this.partitionCount - 1}`,
+        { partition },
+      );
+    }
+
+    const hosted = this.hosted.get(partition);
+    if (hosted === undefined) {
+      throw new ShardError(
+        'not-owner',
+        `partition ${partition} is not held here under ring epoch ${this.ringEpoch}`,
+        { partition, ringEpoch: this.ringEpoch },
+      );
+    }
+
+    return hosted;
+  }
+
+  private select(partitions: readonly number[] | undefined): Hosted[] {
+    if (partitions === undefined || partitions.length === 0) return [...this.hosted.values()];
+
+    return [...new Set(partitions)].map((p) => this.held(p));
+  }
+
+  private checkFencingToken(stamp: AckStamp): void {
+    let highest = 0;
+    for (const { ledger } of this.hosted.values()) highest = Math.max(highest, ledger.fencingToken);
+
+    if (stamp.fencingToken < highest) {
+      throw new ShardError(
+        'stale-fencing-token',
+        `acknowledgement with fencing token ${stamp.fencingToken} refused: a coordinator with token ${highest} has acknowledged here`,
+      );
+    }
+  }
+
+  private outcome(hosted: Hosted, sequence: number, duplicate: boolean): RouteOutcome {
+    return {
+      partition: hosted.actor.partition,
+      sequence,
+      duplicate,
+      watermarkMs: hosted.actor.watermark,
+    };
+  }
+
+  private spillToBudget(): void {
+    const actors = [...this.hosted.values()].map((h) => h.actor);
+    const dictBytes = actors.reduce((n, a) => n + a.dictionaryBytes, 0);
+    const used = roaring.getRoaringUsedMemory() + dictBytes;
+    const budget = this.options.memoryBudgetBytes;
+    const excess = used - budget;
+    if (excess <= 0) return;
+
+    // Free a little more than the excess so that spilling does not run on every checkpoint.
+    const share = (excess + budget * 0.1) / actors.length;
+    let freed = 0;
+    for (const actor of actors) freed += actor.evict(share);
+    this.options.logger.debug(
+      { usedBytes: used, freedBytes: freed },
+      'spilled closed periods to disk',
+    );
+  }
+}
+
+function checkPartitions(options: PartitionHostOptions): number[] {
+  const P = options.partitionCount;
+  if (!Number.isSafeInteger(P) || P < 1) {
+    throw new ShardError(
+      'invalid-argument',
+      `the partition count must be a positive integer, got ${P}`,
+    );
+  }
+
+  const partitions = options.partitions ?? Array.from({ length: P }, (_, p) => p);
+  for (const p of partitions) {
+    if (!Number.isInteger(p) || p < 0 || p >= P) {
+      throw new ShardError('invalid-argument', `partition ${p} is outside 0..${P - 1}`, {
+        partition: p,
+      });
+    }
+  }
+
+  return [...new Set(partitions)].sort((a, b) => a - b);
+}
+
+/**
+ * The partition count and the allowed lateness are fixed when the state is
+ * created: a period sealed under one lateness cannot be judged under another
+ * (an event on time under the new one would never restate the sealed number).
+ */
+async function checkFixedSettings(
+  store: LevelStateStore,
+  partitions: number,
+  allowedLatenessMs: number,
+): Promise<void> {
+  const meta = await store.getJson<{ partitions: number; allowedLatenessMs?: number }>(
+    NODE_META_KEY,
+  );
+  if (meta === undefined) {
+    await store.write([jsonPut(NODE_META_KEY, { partitions, allowedLatenessMs })]);
+    return;
+  }
+  if (meta.partitions !== partitions) {
+    throw new Error(
+      `[SL-CONFIG-001] this data directory was created with ${meta.partitions} partitions; ` +
+        `it cannot be opened with ${partitions} (the partition count never changes)`,
+    );
+  }
+  if (meta.allowedLatenessMs !== undefined && meta.allowedLatenessMs !== allowedLatenessMs) {
+    throw new Error(
+      `[SL-CONFIG-003] this data directory was created with an allowed lateness of ${formatDuration(meta.allowedLatenessMs)}; ` +
+        `it cannot be opened with ${formatDuration(allowedLatenessMs)} (the allowed lateness never changes)`,
+    );
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * The Shard service over a partition host: nodes route partition batches to it, and the
+ * coordinator gathers reports and counts from it and acknowledges what it published. The
+ * same server answers standard gRPC health checks and server reflection, so that probes
+ * and grpcurl work against a shard.
+ */
+import path from 'node:path';
+
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+
+import type { Logger } from '../observability/index.js';
+import { ShardError, isShardError } from '../shard/errors.js';
+import type { PartitionHost } from '../shard/partition-host.js';
+import { toGrpcStatus } from './shard-errors.js';
+import {
+  PROTO_DIR,
+  PROTO_LOADER_OPTIONS,
+  addSpeedlayerService,
+  loadSpeedlayerProtos,
+  partitionAckFromWire,
+  partitionBatchFromWire,
+  partitionCountsToWire,
+  periodKeyFromWire,
+  reportToWire,
+  type ShardHandlers,
+} from './proto.js';
+import { SHARD_MAX_MESSAGE_BYTES } from './shard-client.js';
+
+const SHARD_SERVICE = 'speedlayer.v1.Shard';
+const HEALTH_SERVICE = 'grpc.health.v1.Health';
+/** What the health service answers for: the server as a whole ('') and the Shard service. */
+const SERVED = ['', SHARD_SERVICE];
+
+export interface ShardServerOptions {
+  /** The partitions to serve. The server does not own the host: closing it leaves the host open. */
+  readonly host: PartitionHost;
+  /** Where to listen, `host:port`; port 0 takes a free port. */
+  readonly address: string;
+  readonly logger: Logger;
+  /** How long {@link ShardServer.close} lets calls in flight finish before cancelling them. @default 5000 */
+  readonly shutdownGraceMs?: number;
+  /** @default insecure */
+  readonly credentials?: grpc.ServerCredentials;
+  /** Passed to grpc-js. @default a 64 MiB receive limit */
+  readonly serverOptions?: grpc.ServerOptions;
+}
+
+/** A running Shard service, with health checking and reflection. */
+export class ShardServer {
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly server: grpc.Server,
+    private readonly health: HealthImplementation,
+    private readonly options: ShardServerOptions,
+    /** The port it listens on; the one the system picked when asked for port 0. */
+    readonly port: number,
+    private readonly onFailed: (err: ShardError) => void,
+  ) {}
+
+  /** Binds the address and serves until {@link close}. */
+  static async start(options: ShardServerOptions): Promise<ShardServer> {
+    const logger = options.logger;
+    const server = new grpc.Server({
+      'grpc.max_receive_message_length': SHARD_MAX_MESSAGE_BYTES,
+      ...options.serverOptions,
+    });
+
+    addSpeedlayerService(server, loadSpeedlayerProtos().shard, shardHandlers(options.host, logger));
+    const health = new HealthImplementation(
+      Object.fromEntries(SERVED.map((service) => [service, 'SERVING'])),
+    );
+    health.addToServer(server);
+    new ReflectionService(reflectionDefinition(), {
+      services: [SHARD_SERVICE, HEALTH_SERVICE],
+    }).addToServer(server);
+
+    const onFailed = (err: ShardError): void => {
+      logger.error({ err }, 'partition state store failed; the shard must restart');
+      for (const service of SERVED) health.setStatus(service, 'NOT_SERVING');
+    };
+    options.host.on('failed', onFailed);
+
+    try {
+      const port = await bind(server, options);
+      const shard = new ShardServer(server, health, options, port, onFailed);
+      logger.info(
+        {
+          address: shard.address,
+          partitions: options.host.partitions,
+          ringEpoch: options.host.ringEpoch,
+        },
+        'shard server listening',
+      );
+
+      return shard;
+    } catch (err) {
+      options.host.off('failed', onFailed);
+      server.forceShutdown();
+      throw err;
+    }
+  }
+
+  /** `host:port` as bound, e.g. `127.0.0.1:40311`. */
+  get address(): string {
+    const given = this.options.address;
+
+    return `${given.slice(0, given.lastIndexOf(':'))}:${this.port}`;
+  }
+
+  /**
+   * Reports NOT_SERVING, refuses new calls, lets calls in flight finish within the grace
+   * time and cancels the rest. Leaves the host open. Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    for (const service of SERVED) this.health.setStatus(service, 'NOT_SERVING');
+    this.options.host.off('failed', this.onFailed);
+
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, this.options.shutdownGraceMs ?? 5000);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+
+    this.options.logger.info({ address: this.address }, 'shard server stopped');
+  }
+}
+
+/** The Shard service's handlers over `host`. */
+export function shardHandlers(host: PartitionHost, logger: Logger): ShardHandlers {
+  return {
+    Route: unary('Route', logger, async (request) => {
+      checkEpoch(host, request.ring_epoch);
+      const batch = partitionBatchFromWire(request.batch);
+      const stamp = { senderId: request.sender_id, sequence: request.sequence };
+      const outcome = await host.route(stamp, batch);
+
+      return {
+        partition: outcome.partition,
+        sequence: outcome.sequence,
+        duplicate: outcome.duplicate,
+        ...(Number.isFinite(outcome.watermarkMs) ? { watermark_ms: outcome.watermarkMs } : {}),
+      };
+    }),
+
+    Report: unary('Report', logger, async (request) => {
+      checkEpoch(host, request.ring_epoch);
+      const reports = await host.reports(request.partitions);
+
+      return { ring_epoch: host.ringEpoch, reports: reports.map(reportToWire) };
+    }),
+
+    Counts: unary('Counts', logger, async (request) => {
+      checkEpoch(host, request.ring_epoch);
+      const keys = request.periods.map(periodKeyFromWire);
+      const counts = await host.counts(keys, request.partitions);
+
+      return {
+        ring_epoch: host.ringEpoch,
+        partitions: counts.map((c) => partitionCountsToWire(c.partition, c.counts)),
+      };
+    }),
+
+    Acknowledge: unary('Acknowledge', logger, async (request) => {
+      checkEpoch(host, request.ring_epoch);
+      const acks = request.acks.map(partitionAckFromWire);
+      await host.acknowledge(acks, { fencingToken: request.fencing_token, round: request.round });
+
+      return {};
+    }),
+
+    Checkpoint: unary('Checkpoint', logger, async (request) => {
+      checkEpoch(host, request.ring_epoch);
+      await host.checkpoint();
+
+      return { ring_epoch: host.ringEpoch, partitions: host.partitions };
+    }),
+  };
+}
+
+/** A unary handler: runs `handle` and answers with its result or its mapped error. */
+function unary<Req, Res>(
+  method: string,
+  logger: Logger,
+  handle: (request: Req) => Promise<Res>,
+): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    handle(call.request).then(
+      (response) => callback(null, response),
+      (err: unknown) => {
+        // Refusals are the caller's to act on; anything unexpected is ours.
+        if (isShardError(err) && err.kind !== 'internal') {
+          logger.debug({ method, err }, 'shard call refused');
+        } else {
+          logger.error({ method, err }, 'shard call failed');
+        }
+        callback(toGrpcStatus(err));
+      },
+    );
+  };
+}
+
+function checkEpoch(host: PartitionHost, ringEpoch: number): void {
+  if (ringEpoch === host.ringEpoch) return;
+
+  throw new ShardError(
+    'epoch-mismatch',
+    `call made under ring epoch ${ringEpoch}; this shard holds ring epoch ${host.ringEpoch}`,
+    { ringEpoch: host.ringEpoch },
+  );
+}
+
+let reflected: protoLoader.PackageDefinition | undefined;
+
+/** The Shard contract and the health contract, as reflection describes them. */
+function reflectionDefinition(): protoLoader.PackageDefinition {
+  reflected ??= protoLoader.loadSync(['speedlayer/v1/shard.proto', 'health/v1/health.proto'], {
+    ...PROTO_LOADER_OPTIONS,
+    includeDirs: [PROTO_DIR, path.resolve(path.dirname(healthProtoPath), '../..')],
+  });
+
+  return reflected;
+}
+
+function bind(server: grpc.Server, options: ShardServerOptions): Promise<number> {
+  const credentials = options.credentials ?? grpc.ServerCredentials.createInsecure();
+
+  return new Promise((resolve, reject) =>
+    server.bindAsync(options.address, credentials, (err, port) =>
+      err
+        ? reject(
+            new ShardError('unavailable', `cannot listen on ${options.address}: ${err.message}`, {
+              cause: err,
+            }),
+          )
+        : resolve(port),
+    ),
+  );
+}
