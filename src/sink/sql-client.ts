@@ -5,6 +5,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 
+import lockfile from 'proper-lockfile';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
 import pg from 'pg';
 
@@ -41,21 +42,47 @@ export const PGLITE_MEMORY = 'memory://';
 export class PgliteClient implements SqlClient {
   readonly kind = 'pglite';
 
-  private constructor(private readonly db: PGlite) {}
+  private constructor(
+    private readonly db: PGlite,
+    private readonly unlock: () => Promise<void>,
+  ) {}
 
   /**
    * Opens (creating it when missing) the PGlite database in `dataDir`. Only one process
-   * may open a data directory at a time.
+   * may open a data directory at a time: a lock file refuses a second one.
    */
   static async open(dataDir: string): Promise<PgliteClient> {
+    let unlock = async (): Promise<void> => {};
     if (dataDir !== PGLITE_MEMORY) {
       await mkdir(dataDir, { recursive: true });
+      unlock = await lockfile
+        .lock(dataDir, {
+          // A process that died leaves its lock; it goes stale after 5 s and is taken over.
+          stale: 5000,
+          update: 2000,
+          retries: { retries: 8, minTimeout: 500, maxTimeout: 1000 },
+        })
+        .catch((err: unknown) => {
+          const code = (err as NodeJS.ErrnoException).code;
+          throw code === 'ELOCKED'
+            ? new Error(
+                `[SL-STORE-001] the embedded store in ${dataDir} is in use by another speedlayer process; ` +
+                  'one process at a time may open a data directory',
+                { cause: err },
+              )
+            : err;
+        });
     }
 
-    const db = await PGlite.create(dataDir);
-    await db.exec(`SET TimeZone = 'UTC'`);
+    try {
+      const db = await PGlite.create(dataDir);
+      await db.exec(`SET TimeZone = 'UTC'`);
 
-    return new PgliteClient(db);
+      return new PgliteClient(db, unlock);
+    } catch (err) {
+      await unlock();
+      throw err;
+    }
   }
 
   async query<R>(sql: string, params?: unknown[]): Promise<R[]> {
@@ -75,6 +102,7 @@ export class PgliteClient implements SqlClient {
   async close(): Promise<void> {
     if (!this.db.closed) {
       await this.db.close();
+      await this.unlock();
     }
   }
 }
