@@ -43,8 +43,8 @@ interface Shard {
  *   within the report deadline is left out, so its partitions are missing and the
  *   coordinator publishes nothing that needs them.
  * - {@link counts} needs every partition: any shard's failure fails the call.
- * - {@link acknowledge} numbers the coordinator's rounds under its fencing token, from
- *   1, one per call; a retry of the same call resends the same round, so a shard applies
+ * - {@link acknowledge} numbers the coordinator's rounds under its fencing token with
+ *   increasing numbers taken from the wall clock (milliseconds), one per call; a retry of the same call resends the same round, so a shard applies
  *   it once.
  */
 export class GrpcPartitionsPort implements PartitionsPort {
@@ -121,7 +121,9 @@ export class GrpcPartitionsPort implements PartitionsPort {
    * it did not take is reported again and acknowledged in a later round.
    */
   async acknowledge(acks: readonly PartitionAck[]): Promise<void> {
-    this.round += 1;
+    // Round numbers only grow, also across ports built under the same fencing token (a
+    // leader that rebuilds its port when the ring changes): they follow the wall clock.
+    this.round = Math.max(this.round + 1, Date.now());
     const round = this.round;
     const byShard = new Map<Shard, PartitionAck[]>();
     for (const ack of acks) {

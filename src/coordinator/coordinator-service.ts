@@ -1,0 +1,444 @@
+/**
+ * The elected coordinator's lifecycle, as a library: campaign, claim the writer fence,
+ * settle the ring, run rounds while leading, and go back to standby when leadership is
+ * lost. The process role and its CLI wrap this later.
+ */
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { silentLogger, type Logger } from '../observability/index.js';
+import {
+  EtcdCoordinationStore,
+  computeRing,
+  isRingError,
+  shardsOf,
+  type CoordinationStore,
+  type Emitter,
+  type EtcdCoordinationStoreOptions,
+  type Leadership,
+  type Ring,
+  type ShardInfo,
+  type Subscription,
+} from '../ring/index.js';
+import { StateMachine, type TransitionTable } from '../ring/state-machine.js';
+import type { WriterFence } from '../sink/types.js';
+import {
+  GrpcPartitionsPort,
+  type GrpcPartitionsPortOptions,
+} from '../transport/grpc-partitions.js';
+import { Coordinator, type RoundResult, type RowSink } from './coordinator.js';
+
+/**
+ * - `idle`: built, not started;
+ * - `campaigning`: a standby, waiting to be elected (or backing off after a failure);
+ * - `leading`: elected, fence claimed, running rounds;
+ * - `stopping` → `stopped`: {@link CoordinatorService.close} was called. Terminal.
+ */
+export type CoordinatorServiceState = 'idle' | 'campaigning' | 'leading' | 'stopping' | 'stopped';
+
+const MOVES: TransitionTable<CoordinatorServiceState> = {
+  idle: ['campaigning', 'stopping'],
+  campaigning: ['leading', 'stopping'],
+  leading: ['campaigning', 'stopping'],
+  stopping: ['stopped'],
+  stopped: [],
+};
+
+export interface CoordinatorServiceEvents {
+  state: [to: CoordinatorServiceState, from: CoordinatorServiceState];
+  /** A round ran while leading. */
+  round: [result: RoundResult];
+  /**
+   * Something failed that the service recovers from by itself (a round, a campaign, a
+   * ring write). Without a listener the error is only logged.
+   */
+  error: [error: unknown];
+}
+
+/** Where the coordinator publishes: rows, and the fence it claims on being elected. */
+export interface FencedSink extends RowSink {
+  claimFence(fence: WriterFence): Promise<void>;
+}
+
+export interface CoordinatorServiceOptions {
+  /**
+   * The coordination store. Given as etcd options, the service opens the store and
+   * closes it on {@link CoordinatorService.close} (the store then logs nothing unless the
+   * options carry a logger); given as a store, the caller owns it.
+   */
+  readonly coordination: CoordinationStore | EtcdCoordinationStoreOptions;
+  /** Usually the {@link Warehouse}; the service does not close it. */
+  readonly sink: FencedSink;
+  /** This coordinator's name in the election, e.g. the pod name. */
+  readonly candidateId: string;
+  /** P, fixed when the cluster is created. */
+  readonly partitions: number;
+  readonly allowedLatenessMs: number;
+  readonly logger: Logger;
+  /** @default 1000 */
+  readonly roundIntervalMs?: number;
+  /** TTL of the election lease. @default 5 */
+  readonly leaseTtlSeconds?: number;
+  /** First backoff after a retryable failure; doubles up to {@link maxBackoffMs}. @default 200 */
+  readonly initialBackoffMs?: number;
+  /** @default 5000 */
+  readonly maxBackoffMs?: number;
+  /** Passed to every {@link GrpcPartitionsPort} the service builds. */
+  readonly port?: Pick<GrpcPartitionsPortOptions, 'reportDeadlineMs' | 'callDeadlineMs' | 'client'>;
+}
+
+/** What a leader is running on: its fence, the ring, the port and the coordinator. */
+interface Term {
+  readonly leadership: Leadership;
+  /** Aborted when the term ends: leadership lost, close(), or a fatal error. */
+  readonly ended: AbortController;
+  /** The ring the port was built from; undefined until there is one. */
+  ring: Ring | undefined;
+  /** Partition → address of the port. */
+  addresses: readonly string[];
+  port: GrpcPartitionsPort | undefined;
+  coordinator: Coordinator | undefined;
+  /** The latest shard list from the watch, not yet applied. */
+  pendingShards: ShardInfo[] | undefined;
+  subscription: Subscription | undefined;
+}
+
+/**
+ * The elected coordinator's lifecycle.
+ *
+ * {@link start} campaigns for leadership in the background (retrying retryable store
+ * failures with a capped exponential backoff). On winning it claims the warehouse's
+ * writer fence with its fencing token, so that every write of an earlier leader is
+ * refused from then on; reads shard membership; writes a new ring epoch when the
+ * registered shards differ from the stored ring's; builds a {@link GrpcPartitionsPort}
+ * from the ring; resumes a {@link Coordinator} from the sink; and runs a round every
+ * `roundIntervalMs`. When the leadership is lost it stops the rounds at once, closes
+ * the port and campaigns again, as a standby.
+ *
+ * While leading it watches shard membership: when the set of shards changes it writes
+ * the next ring epoch and rebuilds the port and the coordinator.
+ *
+ * @experimental A ring change does not move partition state yet: a new ring epoch
+ * assumes that each partition's new owner already holds the partition's state under that
+ * epoch. The handoff protocol is future work. Today a shard holds the ring epoch it was
+ * opened with, so after a membership change every partition answers under the old epoch
+ * and reports as missing: rounds hold back (Invariant 2) rather than publish an
+ * undercount, until the shards are reopened under the new epoch.
+ */
+export class CoordinatorService
+  extends EventEmitter<CoordinatorServiceEvents>
+  implements Emitter<CoordinatorServiceEvents>
+{
+  private readonly machine: StateMachine<CoordinatorServiceState>;
+  private readonly logger: Logger;
+  private readonly roundIntervalMs: number;
+  private readonly leaseTtlSeconds: number;
+  private readonly initialBackoffMs: number;
+  private readonly maxBackoffMs: number;
+  /** Aborted by close(): ends the campaign, the backoff and the current term. */
+  private readonly closer = new AbortController();
+  private store: CoordinationStore | undefined;
+  private readonly ownsStore: boolean;
+  private running: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+  private term: Term | undefined;
+
+  constructor(private readonly options: CoordinatorServiceOptions) {
+    super();
+    this.logger = options.logger.child({
+      component: 'coordinator-service',
+      candidateId: options.candidateId,
+    });
+    this.roundIntervalMs = positive('roundIntervalMs', options.roundIntervalMs ?? 1000);
+    this.leaseTtlSeconds = positive('leaseTtlSeconds', options.leaseTtlSeconds ?? 5);
+    this.initialBackoffMs = positive('initialBackoffMs', options.initialBackoffMs ?? 200);
+    this.maxBackoffMs = positive('maxBackoffMs', options.maxBackoffMs ?? 5000);
+    if (!Number.isSafeInteger(options.partitions) || options.partitions < 1) {
+      throw new Error(`partitions: ${options.partitions} is not a positive integer`);
+    }
+    this.ownsStore = isEtcdOptions(options.coordination);
+    if (!isEtcdOptions(options.coordination)) this.store = options.coordination;
+    this.machine = new StateMachine('coordinator service', MOVES, 'idle', (from, to) =>
+      this.emit('state', to, from),
+    );
+  }
+
+  get state(): CoordinatorServiceState {
+    return this.machine.state;
+  }
+
+  /** The fencing token of the current term, while leading. */
+  get fencingToken(): number | undefined {
+    return this.term?.leadership.fencingToken;
+  }
+
+  /** The ring the current term runs on, while leading. */
+  get ring(): Ring | undefined {
+    return this.term?.ring;
+  }
+
+  /**
+   * Opens the store (when the service owns it) and starts campaigning in the background;
+   * resolves once the campaign has begun. Rejects when the store cannot be opened.
+   */
+  async start(): Promise<void> {
+    if (this.machine.state !== 'idle') {
+      throw new Error(`the coordinator service cannot start from ${this.machine.state}`);
+    }
+    if (this.store === undefined) {
+      // The service logs the lifecycle lines itself; the store only with a logger of its own.
+      this.store = await EtcdCoordinationStore.open({
+        logger: silentLogger(),
+        ...(this.options.coordination as EtcdCoordinationStoreOptions),
+      });
+    }
+    if (this.closer.signal.aborted && this.ownsStore) {
+      await this.store.close();
+      return;
+    }
+    if (!this.machine.transition(['idle'], 'campaigning')) {
+      // close() won the race while the store was opening.
+      return;
+    }
+    this.running = this.campaignLoop(this.store);
+  }
+
+  /** Stops rounds, resigns, closes the port and the store it owns. Safe to call twice. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.machine.transition(['idle', 'campaigning', 'leading'], 'stopping');
+    this.closer.abort();
+    this.term?.ended.abort();
+    await this.running;
+    if (this.ownsStore) await this.store?.close();
+    this.machine.transition(['stopping'], 'stopped');
+  }
+
+  private async campaignLoop(store: CoordinationStore): Promise<void> {
+    let backoffMs = this.initialBackoffMs;
+
+    while (!this.closer.signal.aborted) {
+      this.logger.info('campaigning');
+      let leadership: Leadership;
+      try {
+        leadership = await store.campaign(this.options.candidateId, this.leaseTtlSeconds, {
+          signal: this.closer.signal,
+        });
+      } catch (err) {
+        if (this.closer.signal.aborted) return;
+        this.fail(err, 'campaign failed');
+        if (isRingError(err) && !err.retryable) {
+          // Nothing a retry fixes (a bad argument, a closed store): give up.
+          void this.close();
+          return;
+        }
+        await this.backoff(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, this.maxBackoffMs);
+        continue;
+      }
+
+      const clean = await this.lead(store, leadership);
+      if (clean) backoffMs = this.initialBackoffMs;
+      else {
+        await this.backoff(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, this.maxBackoffMs);
+      }
+    }
+  }
+
+  /** One term as leader; resolves when it ends. False when it ended on a failure. */
+  private async lead(store: CoordinationStore, leadership: Leadership): Promise<boolean> {
+    const ended = new AbortController();
+    const onClose = (): void => ended.abort();
+    this.closer.signal.addEventListener('abort', onClose);
+    const onLost = (): void => {
+      this.logger.warn({ fencingToken: leadership.fencingToken }, 'leadership lost');
+      ended.abort();
+    };
+    leadership.once('lost', onLost);
+    if (this.closer.signal.aborted || leadership.state !== 'leading') ended.abort();
+
+    let clean = true;
+    let term: Term | undefined;
+    try {
+      const previous = await store.readRing();
+      const fencingToken = leadership.fencingToken;
+      await this.options.sink.claimFence({ ringEpoch: previous?.epoch ?? 0, fencingToken });
+      this.logger.info({ fencingToken, ringEpoch: previous?.epoch ?? 0 }, 'leadership acquired');
+
+      term = {
+        leadership,
+        ended,
+        ring: undefined,
+        addresses: [],
+        port: undefined,
+        coordinator: undefined,
+        pendingShards: undefined,
+        subscription: undefined,
+      };
+      this.term = term;
+      if (ended.signal.aborted) return true;
+      if (!this.machine.transition(['campaigning'], 'leading')) return true;
+
+      await this.applyShards(store, term, await store.listShards(), previous);
+      const t = term;
+      term.subscription = await store.watchShards((shards) => {
+        t.pendingShards = shards;
+      });
+      term.subscription.on('failure', (err) => this.fail(err, 'shard watch failed; retrying'));
+      term.subscription.on('listenerError', (err) => this.fail(err, 'shard watch listener failed'));
+
+      await this.runRounds(store, term);
+    } catch (err) {
+      if (!ended.signal.aborted) {
+        clean = false;
+        this.fail(err, 'leading failed; stepping down');
+      }
+    } finally {
+      ended.abort();
+      leadership.off('lost', onLost);
+      this.closer.signal.removeEventListener('abort', onClose);
+      await this.endTerm(term, leadership);
+      this.machine.transition(['leading'], this.closer.signal.aborted ? 'stopping' : 'campaigning');
+    }
+
+    return clean;
+  }
+
+  private async runRounds(store: CoordinationStore, term: Term): Promise<void> {
+    const signal = term.ended.signal;
+
+    while (!signal.aborted) {
+      const shards = term.pendingShards;
+      if (shards !== undefined) {
+        term.pendingShards = undefined;
+        await this.applyShards(store, term, shards, term.ring ?? (await store.readRing()));
+      }
+
+      if (term.coordinator !== undefined) {
+        try {
+          const result = await term.coordinator.round();
+          if (signal.aborted) return;
+          this.emit('round', result);
+        } catch (err) {
+          if (signal.aborted) return;
+          if (isStaleFence(err)) {
+            // A newer leader claimed the fence: this term is over, whatever etcd says yet.
+            throw err;
+          }
+          this.fail(err, 'round failed; the next round reloads from the sink');
+        }
+      }
+
+      await sleep(this.roundIntervalMs, undefined, { signal }).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Writes the next ring epoch when the registered shards differ from the ring's, and
+   * (re)builds the port and the coordinator when the ring they run on changed.
+   */
+  private async applyShards(
+    store: CoordinationStore,
+    term: Term,
+    shards: readonly ShardInfo[],
+    previous: Ring | undefined,
+  ): Promise<void> {
+    const ids = shards.map((s) => s.shardId);
+    let ring = previous;
+    if (ids.length > 0 && (ring === undefined || !sameSet(shardsOf(ring), ids))) {
+      const next = computeRing(this.options.partitions, ids, ring);
+      await store.writeRing(next, {
+        expectEpoch: ring?.epoch ?? 0,
+        leadership: term.leadership,
+      });
+      this.logger.info({ epoch: next.epoch, shards: ids }, 'ring written');
+      ring = next;
+    }
+    if (ring === undefined) return; // No shard yet: wait for the watch.
+
+    const addressOf = new Map(shards.map((s) => [s.shardId, s.address]));
+    const found = ring.owners.map((owner) => addressOf.get(owner));
+    if (found.some((a) => a === undefined)) return; // An owner left: wait for the watch.
+    const addresses = found as string[];
+    if (term.ring?.epoch === ring.epoch && sameList(term.addresses, addresses)) return;
+
+    term.port?.close();
+    const fence: WriterFence = {
+      ringEpoch: ring.epoch,
+      fencingToken: term.leadership.fencingToken,
+    };
+    const port = new GrpcPartitionsPort({
+      ...this.options.port,
+      addresses,
+      fence,
+      logger: this.logger,
+    });
+    term.ring = ring;
+    term.addresses = addresses;
+    term.port = port;
+    term.coordinator = undefined;
+    const coordinator = new Coordinator(port, this.options.sink, {
+      allowedLatenessMs: this.options.allowedLatenessMs,
+      fence,
+      logger: this.logger,
+    });
+    await coordinator.resume();
+    term.coordinator = coordinator;
+  }
+
+  private async endTerm(term: Term | undefined, leadership: Leadership): Promise<void> {
+    if (term !== undefined) {
+      term.coordinator = undefined;
+      term.port?.close();
+      term.port = undefined;
+      await term.subscription?.close().catch((err: unknown) => this.fail(err, 'closing watch'));
+    }
+    if (this.term === term) this.term = undefined;
+    if (leadership.state === 'leading') {
+      await leadership.resign().catch((err: unknown) => this.fail(err, 'resign failed'));
+    }
+  }
+
+  private async backoff(ms: number): Promise<void> {
+    await sleep(ms, undefined, { signal: this.closer.signal }).catch(() => undefined);
+  }
+
+  private fail(err: unknown, message: string): void {
+    this.logger.warn({ err }, message);
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+}
+
+function isEtcdOptions(
+  value: CoordinationStore | EtcdCoordinationStoreOptions,
+): value is EtcdCoordinationStoreOptions {
+  return 'endpoints' in value;
+}
+
+function isStaleFence(err: unknown): boolean {
+  return err instanceof Error && err.message.includes('stale fencing token');
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  const set = new Set(a);
+
+  return set.size === new Set(b).size && b.every((x) => set.has(x));
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new Error(`${name}: ${value} is not a positive number`);
+  }
+
+  return value;
+}
