@@ -102,3 +102,21 @@ export type {
   WatchVersionsRequestWire,
   WatermarkMarkWire,
 } from './proto.js';
+export { GrpcPartitionsPort } from './grpc-partitions.js';
+export type { GrpcPartitionsPortOptions } from './grpc-partitions.js';
+export { QueryClient as QueryServiceClient } from './query-client.js';
+export type { QueryClientOptions, WatchOptions } from './query-client.js';
+export {
+  QueryError,
+  isQueryError,
+  rethrowGrpcError as rethrowQueryGrpcError,
+} from './query-errors.js';
+export type { QueryErrorKind } from './query-errors.js';
+export { resolveQueryServerOptions, startQueryServer } from './query-server.js';
+export type { QueryServer, QueryServerOptions, QueryWarehouse } from './query-server.js';
+export { ShardRpcClient } from './shard-client.js';
+export type { ShardRpcClientOptions } from './shard-client.js';
+export { rethrowGrpcError as rethrowShardGrpcError, toShardError } from './shard-errors.js';
+export { ShardServer, shardHandlers } from './shard-server.js';
+export type { ShardServerOptions } from './shard-server.js';
+export { readErrorDetail, errorDetailTrailer } from './status-details.js';
