@@ -5,3 +5,14 @@ export interface CliIo {
 }
 
 export const processIo: CliIo = { stdout: process.stdout, stderr: process.stderr };
+
+/** Thrown by a command that has written its output but must end with a non-zero exit code. */
+export class CommandExit extends Error {
+  constructor(
+    readonly exitCode: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CommandExit';
+  }
+}

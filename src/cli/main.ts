@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 
 import { demoCommand } from './demo-command.js';
-import { processIo, type CliIo } from './io.js';
+import { CommandExit, processIo, type CliIo } from './io.js';
 import { fileCommand, filingsCommand, queryCommand, rejectsCommand } from './query-commands.js';
 import { replayCommand } from './replay-command.js';
 import { serveQueryCommand } from './serve-query-command.js';
@@ -46,6 +46,10 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode;
+    if (err instanceof CommandExit) {
+      io.stderr.write(`speedlayer: ${err.message}\n`);
+      return err.exitCode;
+    }
     io.stderr.write(`speedlayer: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }

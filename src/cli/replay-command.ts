@@ -11,7 +11,7 @@ import {
 import { runReplay, type ReplaySummary } from '../embedded/replay.js';
 import type { InputFormat, TimeFormat } from '../ingest/types.js';
 import { createLogger } from '../observability/index.js';
-import type { CliIo } from './io.js';
+import { CommandExit, type CliIo } from './io.js';
 import { withStoreFlags, type StoreFlags } from './warehouse-options.js';
 
 interface ReplayFlags extends StoreFlags {
@@ -101,18 +101,40 @@ export function replayCommand(io: CliIo): Command {
   withStoreFlags(command);
 
   return command.action(async (paths: string[], flags: ReplayFlags) => {
-    const summary = await replay(paths, flags, io);
+    // Ctrl-C or SIGTERM: finish the batch in flight, checkpoint, and stop; a second one kills.
+    const stop = new AbortController();
+    const onSignal = (): void => {
+      if (stop.signal.aborted) process.exit(130);
+      stop.abort();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    let summary: ReplaySummary;
+    try {
+      summary = await replay(paths, flags, io, stop.signal);
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
     io.stdout.write(formatSummary(summary));
+    if (summary.interrupted) {
+      throw new CommandExit(130, 'replay interrupted; run the same command again to resume');
+    }
     if (summary.records > 0 && summary.accepted === 0) {
-      io.stderr.write(
-        'speedlayer: every record was rejected; see `speedlayer rejects` (wrong --format or fields?)\n',
+      throw new CommandExit(
+        2,
+        'every record was rejected; see `speedlayer rejects` (wrong --format or fields?)',
       );
-      process.exitCode = 2;
     }
   });
 }
 
-async function replay(paths: string[], flags: ReplayFlags, io: CliIo): Promise<ReplaySummary> {
+async function replay(
+  paths: string[],
+  flags: ReplayFlags,
+  io: CliIo,
+  signal: AbortSignal,
+): Promise<ReplaySummary> {
   const settings = resolveEngineSettings({
     partitions: flags.partitions,
     allowedLatenessMs: flags.allowedLateness,
@@ -140,6 +162,7 @@ async function replay(paths: string[], flags: ReplayFlags, io: CliIo): Promise<R
       postgresSchema: flags.postgresSchema,
       settings,
       roundIntervalMs: flags.roundInterval,
+      signal,
       logger: createLogger({ level: bar === null ? flags.logLevel : 'warn' }),
       onProgress:
         bar === null

@@ -28,6 +28,11 @@ export interface ReplayOptions {
   readonly onProgress?: (progress: ReplayProgress) => void;
   /** The wall clock, the receive time of events that carry none. @default Date.now */
   readonly now?: () => number;
+  /**
+   * Stops the replay after the batch in flight: what was read is checkpointed
+   * and the periods are left open, so that running the replay again resumes it.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface ReplayProgress {
@@ -49,6 +54,8 @@ export interface ReplaySummary {
   readonly distinctUsers: number;
   readonly seconds: number;
   readonly eventsPerSecond: number;
+  /** Stopped by the signal before the end of the input; run again to resume. */
+  readonly interrupted: boolean;
 }
 
 interface Progress {
@@ -101,6 +108,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
       distinctUsers: node.knownUsers,
       seconds,
       eventsPerSecond: run.records / seconds,
+      interrupted: run.interrupted,
     };
     logger.info({ ...summary }, 'replay finished');
 
@@ -114,6 +122,7 @@ class ReplayRun {
   records = 0;
   accepted = 0;
   resumed: string | null = null;
+  interrupted = false;
   readonly rejected: Partial<Record<RejectReason, number>> = {};
   private progress: Progress = { lines: {}, sorted: {} };
   private lastRound = performance.now();
@@ -136,7 +145,8 @@ class ReplayRun {
     if (this.options.read.receiveTimeField === undefined) await this.streamInFileOrder();
     else await this.replayInReceiveOrder();
 
-    await this.node.finish();
+    // An interrupted replay keeps its periods open: closing them would make the rest late.
+    if (!this.interrupted) await this.node.finish();
     await this.node.round([jsonPut(PROGRESS_KEY, this.progress)]);
     await this.node.close();
   }
@@ -157,6 +167,7 @@ class ReplayRun {
       const sourceId = this.sourceIdOf(batch.source);
       await this.ingest(withSource(batch, sourceId));
       this.progress.lines[sourceId] = batch.lastLine;
+      if (this.stopRequested()) return;
       await this.maybeRound();
     }
   }
@@ -182,8 +193,17 @@ class ReplayRun {
       }
       position = end;
       this.progress.sorted[signature] = Math.max(done, position);
+      if (this.stopRequested()) return;
       await this.maybeRound();
     }
+  }
+
+  private stopRequested(): boolean {
+    if (this.options.signal?.aborted !== true) return false;
+    this.interrupted = true;
+    this.logger.info({ records: this.records }, 'replay interrupted; run it again to resume');
+
+    return true;
   }
 
   private sourceIdOf(file: string): string {

@@ -249,6 +249,23 @@ describe('speedlayer replay and query', () => {
       '[SL-CLI-003] 2026-01-05T05:00:00Z is not the start of a day',
     );
 
+    const garbage = path.join(dir, 'garbage.csv');
+    await fs.writeFile(garbage, 'u,t\n,2026-01-05T10:00:00Z\nx,never\n');
+    const allRejected = await runCli([
+      'replay',
+      garbage,
+      '--user-field',
+      'u',
+      '--time-field',
+      't',
+      '--data-dir',
+      path.join(dir, 'garbage'),
+      '--log-level',
+      'silent',
+    ]);
+    expect(allRejected.code).toBe(2);
+    expect(allRejected.stderr).toContain('every record was rejected');
+
     const help = await runCli(['--help']);
     expect(help.stdout).toContain('replay');
     expect(help.stdout).toContain('filings');

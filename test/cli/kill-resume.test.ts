@@ -1,5 +1,6 @@
 /**
- * A replay process killed with SIGKILL part way through resumes from its
+ * A replay process killed with SIGKILL, or stopped with Ctrl-C (SIGINT), part
+ * way through resumes from its
  * last checkpoint when run again, and ends with exactly the expected counts
  * of the real commit history: nothing lost, nothing counted twice, and every
  * period with consecutive versions.
@@ -17,10 +18,10 @@ import { runCli } from '../support/cli.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const GIT = path.join(ROOT, 'datasets', 'git-git-commits');
-let dir: string;
+let dir: string | undefined;
 
 afterAll(async () => {
-  await fsp.rm(dir, { recursive: true, force: true });
+  if (dir !== undefined) await fsp.rm(dir, { recursive: true, force: true });
 });
 
 function replayArgs(dataDir: string): string[] {
@@ -43,8 +44,11 @@ function replayArgs(dataDir: string): string[] {
   ];
 }
 
-/** Starts a replay and kills it with SIGKILL once it has checkpointed at least once. */
-async function replayAndKill(dataDir: string): Promise<void> {
+/** Starts a replay and sends `signal` once it has checkpointed at least once; returns its exit code. */
+async function replayAndKill(
+  dataDir: string,
+  signal: NodeJS.Signals = 'SIGKILL',
+): Promise<number | null> {
   const child = spawn(process.execPath, replayArgs(dataDir), {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -56,21 +60,24 @@ async function replayAndKill(dataDir: string): Promise<void> {
     const timer = setInterval(() => {
       if (rounds > 0 || child.exitCode !== null) {
         clearInterval(timer);
-        child.kill('SIGKILL');
+        child.kill(signal);
         resolve();
       }
     }, 20);
     child.on('error', reject);
   });
-  await new Promise((resolve) => child.on('close', resolve));
+  return new Promise((resolve) => child.on('close', (code) => resolve(code)));
 }
 
-describe('replay killed with SIGKILL', () => {
-  it('resumes and ends with the exact counts', async () => {
-    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'speedlayer-kill-'));
-    const dataDir = path.join(dir, 'data');
+describe('replay stopped part way', () => {
+  it.each([
+    { signal: 'SIGKILL' as const, exitCode: null },
+    { signal: 'SIGINT' as const, exitCode: 130 },
+  ])('by $signal resumes and ends with the exact counts', async ({ signal, exitCode }) => {
+    dir ??= await fsp.mkdtemp(path.join(os.tmpdir(), 'speedlayer-kill-'));
+    const dataDir = path.join(dir, signal);
 
-    await replayAndKill(dataDir);
+    expect(await replayAndKill(dataDir, signal)).toBe(exitCode);
     const resumed = await runCli([...replayArgs(dataDir).slice(1), '--log-level', 'silent']);
     expect(resumed.code).toBe(0);
     expect(resumed.stdout).toMatch(
