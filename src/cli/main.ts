@@ -1,10 +1,12 @@
 import { Command, CommanderError } from 'commander';
 
 import { demoCommand } from './demo-command.js';
+import { coordinatorCommand } from './coordinator-command.js';
 import { CommandExit, processIo, type CliIo } from './io.js';
 import { fileCommand, filingsCommand, queryCommand, rejectsCommand } from './query-commands.js';
 import { replayCommand } from './replay-command.js';
 import { serveQueryCommand } from './serve-query-command.js';
+import { shardCommand } from './shard-command.js';
 
 /** Builds the `speedlayer` command line. */
 export function buildProgram(io: CliIo = processIo): Command {
@@ -24,6 +26,8 @@ export function buildProgram(io: CliIo = processIo): Command {
     rejectsCommand(io),
     demoCommand(io),
     serveQueryCommand(),
+    shardCommand(),
+    coordinatorCommand(),
   ]) {
     program.addCommand(
       command.configureOutput({

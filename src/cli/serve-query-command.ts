@@ -1,8 +1,9 @@
 import { Command, Option } from 'commander';
 
-import { durationFlag, integerFlag } from '../config/index.js';
+import { durationFlag } from '../config/index.js';
 import { createLogger } from '../observability/index.js';
 import { startQueryServer } from '../transport/query-server.js';
+import { STOP_SIGNALS, hostPart, nextSignal, portFlag } from './process-support.js';
 import { openWarehouse, withStoreFlags, type StoreFlags } from './warehouse-options.js';
 
 interface ServeQueryFlags extends StoreFlags {
@@ -11,9 +12,6 @@ interface ServeQueryFlags extends StoreFlags {
   pollInterval: number;
   logLevel: string;
 }
-
-/** Signals that make `serve-query` drain and exit; a second one ends the process at once. */
-const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
 
 export function serveQueryCommand(): Command {
   const command = new Command('serve-query')
@@ -50,31 +48,5 @@ export function serveQueryCommand(): Command {
     } finally {
       await warehouse.close();
     }
-  });
-}
-
-function portFlag(value: string): number {
-  const port = integerFlag(value);
-  if (port < 0 || port > 65_535) throw new Error(`not a port: '${value}' (0 to 65535)`);
-
-  return port;
-}
-
-/** An IPv6 host goes in brackets before `:port`. */
-function hostPart(host: string): string {
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
-}
-
-/**
- * Resolves with the first of `signals` the process receives. Its handlers are removed
- * then, so that a second signal during the drain ends the process the default way.
- */
-function nextSignal(signals: readonly NodeJS.Signals[]): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      for (const s of signals) process.off(s, onSignal);
-      resolve(signal);
-    };
-    for (const s of signals) process.on(s, onSignal);
   });
 }

@@ -21,7 +21,7 @@ import {
   type StoredRing,
 } from './etcd-keys.js';
 import { EtcdLeadership, readLeader } from './etcd-leadership.js';
-import { EtcdMembership } from './etcd-membership.js';
+import { EtcdMembership, type RegisterShardOptions } from './etcd-membership.js';
 import {
   fromEtcdError,
   revisionNumber,
@@ -31,6 +31,8 @@ import {
 } from './etcd-support.js';
 import { RefreshingWatch, type RefreshingWatchOptions } from './refreshing-watch.js';
 import { assertValidRing, shardsOf, type Ring } from './ring.js';
+
+export type { RegisterShardOptions } from './etcd-membership.js';
 
 // ---------------------------------------------------------------------------------------
 // The port
@@ -155,7 +157,12 @@ export interface CampaignOptions {
 /** What speedlayer needs from its coordination service. */
 export interface CoordinationStore {
   /** Registers a shard under a lease of `ttlSeconds` (at least 2) that it keeps alive. */
-  registerShard(shardId: string, address: string, ttlSeconds: number): Promise<Membership>;
+  registerShard(
+    shardId: string,
+    address: string,
+    ttlSeconds: number,
+    options?: RegisterShardOptions,
+  ): Promise<Membership>;
   /** The registered shards, sorted by id. */
   listShards(): Promise<ShardInfo[]>;
   /**
@@ -304,10 +311,21 @@ export class EtcdCoordinationStore implements CoordinationStore {
     return this.ctx.ns;
   }
 
-  async registerShard(shardId: string, address: string, ttlSeconds: number): Promise<Membership> {
+  async registerShard(
+    shardId: string,
+    address: string,
+    ttlSeconds: number,
+    options: RegisterShardOptions = {},
+  ): Promise<Membership> {
     this.assertOpen();
 
-    return EtcdMembership.register(this.ctx, { shardId, address }, ttlSeconds, this.lifecycle);
+    return EtcdMembership.register(
+      this.ctx,
+      { shardId, address },
+      ttlSeconds,
+      this.lifecycle,
+      options,
+    );
   }
 
   async listShards(): Promise<ShardInfo[]> {

@@ -20,6 +20,19 @@ import { shardKey } from './etcd-keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { StateMachine, type TransitionTable } from './state-machine.js';
 
+/** Options of {@link EtcdMembership.register}. */
+export interface RegisterShardOptions {
+  /**
+   * When the key is held by another live lease but holds exactly the same record (same
+   * shard id and address), move it to the new lease instead of refusing with
+   * 'shard-taken'. Only safe when the caller has proved that the previous holder is gone,
+   * e.g. it now listens on that very address itself: a restarted process then takes its
+   * place without the shard ever leaving the list (which would make the coordinator write
+   * a ring without it). @default false
+   */
+  readonly takeOverSameRecord?: boolean;
+}
+
 /** What a shard key holds. */
 export interface ShardRecord {
   readonly shardId: string;
@@ -70,12 +83,16 @@ export class EtcdMembership extends EventEmitter<MembershipEvents> implements Me
   /**
    * Puts the shard key under a new lease, unless a live lease already holds it: then
    * 'shard-taken' (retryable: the previous incarnation's lease expires within its TTL).
+   * With `takeOverSameRecord`, a key that holds exactly this record (same id, same
+   * address) is moved to the new lease instead, in one transaction, so that the shard
+   * never leaves the list (see {@link RegisterShardOptions}).
    */
   static async register(
     ctx: EtcdContext,
     record: ShardRecord,
     ttlSeconds: number,
     lifecycle: Lifecycle,
+    options: RegisterShardOptions = {},
   ): Promise<EtcdMembership> {
     checkShardId(record.shardId);
     const keeper = new LeaseKeeper(ctx.ns, ttlSeconds);
@@ -84,13 +101,28 @@ export class EtcdMembership extends EventEmitter<MembershipEvents> implements Me
     try {
       const leaseId = await keeper.grant();
       const key = shardKey(record.shardId);
-      const result = await ctx.ns
+      const value = JSON.stringify(record);
+      let result = await ctx.ns
         .if(key, 'Create', '==', 0)
-        .then(ctx.ns.put(key).value(JSON.stringify(record)).lease(leaseId))
+        .then(ctx.ns.put(key).value(value).lease(leaseId))
         .else(ctx.ns.get(key))
         .commit();
+      let holder = result.responses[0]?.response_range?.kvs[0]?.value.toString() ?? 'unknown';
+      if (!result.succeeded && options.takeOverSameRecord === true && holder === value) {
+        result = await ctx.ns
+          .if(key, 'Value', '==', value)
+          .then(ctx.ns.put(key).value(value).lease(leaseId))
+          .else(ctx.ns.get(key))
+          .commit();
+        holder = result.responses[0]?.response_range?.kvs[0]?.value.toString() ?? 'unknown';
+        if (result.succeeded) {
+          ctx.logger.info(
+            { shardId: record.shardId, address: record.address },
+            'shard key taken over from a previous incarnation',
+          );
+        }
+      }
       if (!result.succeeded) {
-        const holder = result.responses[0]?.response_range?.kvs[0]?.value.toString() ?? 'unknown';
         throw new RingError(
           'shard-taken',
           `shard ${record.shardId} is already registered under another live lease (${holder})`,

@@ -14,6 +14,7 @@ export type {
   Membership,
   MembershipEvents,
   MembershipState,
+  RegisterShardOptions,
   ResolvedEtcdCoordinationStoreOptions,
   ShardInfo,
   Subscription,

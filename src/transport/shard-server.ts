@@ -46,6 +46,12 @@ export interface ShardServerOptions {
   readonly credentials?: grpc.ServerCredentials;
   /** Passed to grpc-js. @default a 64 MiB receive limit */
   readonly serverOptions?: grpc.ServerOptions;
+  /**
+   * What health checks answer at first: SERVING, or NOT_SERVING until
+   * {@link ShardServer.setServing} (a shard process waiting for its ring assignment).
+   * @default true
+   */
+  readonly serving?: boolean;
 }
 
 /** A running Shard service, with health checking and reflection. */
@@ -56,10 +62,16 @@ export class ShardServer {
     private readonly server: grpc.Server,
     private readonly health: HealthImplementation,
     private readonly options: ShardServerOptions,
+    private readonly current: { host: PartitionHost },
     /** The port it listens on; the one the system picked when asked for port 0. */
     readonly port: number,
     private readonly onFailed: (err: ShardError) => void,
   ) {}
+
+  /** The host the calls go to now. */
+  get host(): PartitionHost {
+    return this.current.host;
+  }
 
   /** Binds the address and serves until {@link close}. */
   static async start(options: ShardServerOptions): Promise<ShardServer> {
@@ -69,9 +81,15 @@ export class ShardServer {
       ...options.serverOptions,
     });
 
-    addSpeedlayerService(server, loadSpeedlayerProtos().shard, shardHandlers(options.host, logger));
+    const current = { host: options.host };
+    addSpeedlayerService(
+      server,
+      loadSpeedlayerProtos().shard,
+      shardHandlers(() => current.host, logger),
+    );
+    const status = options.serving === false ? 'NOT_SERVING' : 'SERVING';
     const health = new HealthImplementation(
-      Object.fromEntries(SERVED.map((service) => [service, 'SERVING'])),
+      Object.fromEntries(SERVED.map((service) => [service, status])),
     );
     health.addToServer(server);
     new ReflectionService(reflectionDefinition(), {
@@ -86,7 +104,7 @@ export class ShardServer {
 
     try {
       const port = await bind(server, options);
-      const shard = new ShardServer(server, health, options, port, onFailed);
+      const shard = new ShardServer(server, health, options, current, port, onFailed);
       logger.info(
         {
           address: shard.address,
@@ -112,6 +130,27 @@ export class ShardServer {
   }
 
   /**
+   * Sends every call from now on to `next` and returns the host it replaces, which stays
+   * open: the caller closes it (a shard reopening its partitions under a new ring epoch).
+   * Calls already running on the old host finish there.
+   */
+  replaceHost(next: PartitionHost): PartitionHost {
+    const previous = this.current.host;
+    previous.off('failed', this.onFailed);
+    next.on('failed', this.onFailed);
+    this.current.host = next;
+
+    return previous;
+  }
+
+  /** What health checks answer from now on (ignored once closing). */
+  setServing(serving: boolean): void {
+    if (this.closing !== undefined) return;
+    for (const service of SERVED)
+      this.health.setStatus(service, serving ? 'SERVING' : 'NOT_SERVING');
+  }
+
+  /**
    * Reports NOT_SERVING, refuses new calls, lets calls in flight finish within the grace
    * time and cancels the rest. Leaves the host open. Safe to call twice.
    */
@@ -123,7 +162,7 @@ export class ShardServer {
 
   private async shutdown(): Promise<void> {
     for (const service of SERVED) this.health.setStatus(service, 'NOT_SERVING');
-    this.options.host.off('failed', this.onFailed);
+    this.current.host.off('failed', this.onFailed);
 
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -140,10 +179,19 @@ export class ShardServer {
   }
 }
 
-/** The Shard service's handlers over `host`. */
-export function shardHandlers(host: PartitionHost, logger: Logger): ShardHandlers {
+/**
+ * The Shard service's handlers over `target`: a host, or a function that returns the
+ * host to use for each call.
+ */
+export function shardHandlers(
+  target: PartitionHost | (() => PartitionHost),
+  logger: Logger,
+): ShardHandlers {
+  const hostOf = typeof target === 'function' ? target : (): PartitionHost => target;
+
   return {
     Route: unary('Route', logger, async (request) => {
+      const host = hostOf();
       checkEpoch(host, request.ring_epoch);
       const batch = partitionBatchFromWire(request.batch);
       const stamp = { senderId: request.sender_id, sequence: request.sequence };
@@ -158,6 +206,7 @@ export function shardHandlers(host: PartitionHost, logger: Logger): ShardHandler
     }),
 
     Report: unary('Report', logger, async (request) => {
+      const host = hostOf();
       checkEpoch(host, request.ring_epoch);
       const reports = await host.reports(request.partitions);
 
@@ -165,6 +214,7 @@ export function shardHandlers(host: PartitionHost, logger: Logger): ShardHandler
     }),
 
     Counts: unary('Counts', logger, async (request) => {
+      const host = hostOf();
       checkEpoch(host, request.ring_epoch);
       const keys = request.periods.map(periodKeyFromWire);
       const counts = await host.counts(keys, request.partitions);
@@ -176,6 +226,7 @@ export function shardHandlers(host: PartitionHost, logger: Logger): ShardHandler
     }),
 
     Acknowledge: unary('Acknowledge', logger, async (request) => {
+      const host = hostOf();
       checkEpoch(host, request.ring_epoch);
       const acks = request.acks.map(partitionAckFromWire);
       await host.acknowledge(acks, { fencingToken: request.fencing_token, round: request.round });
@@ -184,6 +235,7 @@ export function shardHandlers(host: PartitionHost, logger: Logger): ShardHandler
     }),
 
     Checkpoint: unary('Checkpoint', logger, async (request) => {
+      const host = hostOf();
       checkEpoch(host, request.ring_epoch);
       await host.checkpoint();
 

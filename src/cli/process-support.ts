@@ -1,0 +1,55 @@
+/** Pieces shared by the long-running commands: flags, listen addresses and stop signals. */
+import { integerFlag } from '../config/index.js';
+
+/** Signals that make a long-running command drain and exit; a second one ends the process at once. */
+export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+
+export function portFlag(value: string): number {
+  const port = integerFlag(value);
+  if (port < 0 || port > 65_535) throw new Error(`not a port: '${value}' (0 to 65535)`);
+
+  return port;
+}
+
+/** A comma-separated list of etcd client URLs. */
+export function urlListFlag(value: string): string[] {
+  const urls = value
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
+  if (urls.length === 0) throw new Error(`no URL in '${value}'`);
+  for (const url of urls) {
+    if (!URL.canParse(url)) throw new Error(`not a URL: '${url}' (write it like http://etcd:2379)`);
+  }
+
+  return urls;
+}
+
+/** A positive partition count. */
+export function partitionCountFlag(value: string): number {
+  const n = integerFlag(value);
+  if (n < 1 || n > 65_536) throw new Error(`not a partition count: '${value}' (1 to 65536)`);
+
+  return n;
+}
+
+/** An IPv6 host goes in brackets before `:port`. */
+export function hostPart(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+/**
+ * Resolves with the first of `signals` the process receives. Its handlers are removed
+ * then, so that a second signal during the drain ends the process the default way.
+ */
+export function nextSignal(
+  signals: readonly NodeJS.Signals[] = STOP_SIGNALS,
+): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      for (const s of signals) process.off(s, onSignal);
+      resolve(signal);
+    };
+    for (const s of signals) process.on(s, onSignal);
+  });
+}

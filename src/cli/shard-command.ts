@@ -1,0 +1,350 @@
+/**
+ * `speedlayer shard`: the shard process role. It registers its membership in etcd, waits
+ * for the ring the elected coordinator writes, holds the partitions the ring assigns to
+ * it in a {@link PartitionHost}, and serves them with a {@link ShardServer}.
+ *
+ * Note: partition handoff is not built yet (docs/cluster.md). When the ring changes, the
+ * shard reopens its host under the new epoch only when its own partition set is
+ * unchanged (an epoch bump); when the set changes it logs 'partition handoff not supported
+ * yet' and keeps serving its old set under the old epoch, so the coordinator's rounds
+ * hold back rather than publish an undercount until an operator restores the ring.
+ */
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { Command, Option } from 'commander';
+
+import {
+  ENGINE_DEFAULTS,
+  byteSizeFlag,
+  defaultDataDir,
+  durationFlag,
+  formatDuration,
+} from '../config/index.js';
+import { createLogger, type Logger } from '../observability/index.js';
+import {
+  EtcdCoordinationStore,
+  MIN_LEASE_TTL_SECONDS,
+  isRingError,
+  partitionsOf,
+  type Membership,
+  type Ring,
+  type Subscription,
+} from '../ring/index.js';
+import { PartitionHost } from '../shard/partition-host.js';
+import { ShardServer } from '../transport/shard-server.js';
+import { CommandExit } from './io.js';
+import {
+  hostPart,
+  nextSignal,
+  partitionCountFlag,
+  portFlag,
+  urlListFlag,
+} from './process-support.js';
+
+interface ShardFlags {
+  id: string;
+  etcd: string[];
+  cluster: string;
+  partitions: number;
+  dataDir: string;
+  host: string;
+  port: number;
+  advertise?: string;
+  allowedLateness: number;
+  memoryBudget: number;
+  leaseTtl: number;
+  logLevel: string;
+}
+
+/** How long to wait between attempts to register while a previous lease holds the id. */
+const REGISTER_RETRY_MS = 250;
+
+const HANDOFF_NOTE = `
+Ring changes: partition handoff is not built yet. When the ring in etcd changes, the
+shard logs 'ring changed'. If its own partitions are the same (an epoch bump) it
+reopens them under the new epoch; if they differ it logs 'partition handoff not
+supported yet' and keeps serving its old partitions under the old epoch (the
+coordinator then holds rounds back rather than publish an undercount).
+
+Restarts: a shard restarted with a fixed --port (and no --advertise) takes its
+registration over from its previous incarnation at once; otherwise it waits for the
+previous lease to expire (--lease-ttl) before it registers again.`;
+
+export function shardCommand(): Command {
+  return new Command('shard')
+    .description(
+      'run a shard: register in etcd, wait for the ring to assign partitions, and serve them over gRPC (Shard service, health, reflection) until SIGINT or SIGTERM',
+    )
+    .requiredOption('--id <id>', "this shard's id in the ring (stable across restarts)")
+    .requiredOption('--etcd <urls>', 'etcd client URLs, comma-separated', urlListFlag)
+    .requiredOption(
+      '--cluster <name>',
+      'cluster name: the etcd keys live under /speedlayer/<name>/',
+    )
+    .requiredOption('--partitions <P>', 'partition count P of the cluster', partitionCountFlag)
+    .option('--data-dir <dir>', 'data directory of the partition state', defaultDataDir())
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port to listen on; 0 picks a free one', portFlag, 0)
+    .option(
+      '--advertise <host:port>',
+      'address other processes reach this shard at (default: the bound address)',
+    )
+    .addOption(
+      new Option('--allowed-lateness <duration>', 'how long a period stays open after it ends')
+        .argParser(durationFlag)
+        .default(ENGINE_DEFAULTS.allowedLatenessMs, '10m'),
+    )
+    .addOption(
+      new Option('--memory-budget <size>', 'memory for sets and dictionaries before spilling')
+        .argParser(byteSizeFlag)
+        .default(ENGINE_DEFAULTS.memoryBudgetBytes, '1GiB'),
+    )
+    .addOption(
+      new Option('--lease-ttl <duration>', 'TTL of the membership lease in etcd')
+        .argParser(durationFlag)
+        .default(5000, '5s'),
+    )
+    .option('--log-level <level>', 'pino log level on stderr', 'info')
+    .addHelpText('after', HANDOFF_NOTE)
+    .action(async (flags: ShardFlags) => {
+      await runShard(flags, createLogger({ level: flags.logLevel }));
+    });
+}
+
+/** Why the shard stops: a signal (exit 0) or a failure it cannot recover from (exit 1). */
+type StopReason = { signal: NodeJS.Signals } | { error: unknown };
+
+/** `base` goes to the coordination store, which names its own component. */
+async function runShard(flags: ShardFlags, base: Logger): Promise<void> {
+  const logger = base.child({ component: 'shard' });
+  const leaseTtlSeconds = Math.ceil(flags.leaseTtl / 1000);
+  if (leaseTtlSeconds < MIN_LEASE_TTL_SECONDS) {
+    throw new CommandExit(
+      2,
+      `--lease-ttl must be at least ${MIN_LEASE_TTL_SECONDS}s, got ${formatDuration(flags.leaseTtl)}`,
+    );
+  }
+
+  let stop!: (reason: StopReason) => void;
+  const stopped = new Promise<StopReason>((resolve) => (stop = resolve));
+  void nextSignal().then((signal) => stop({ signal }));
+  let stopping = false;
+  void stopped.then(() => (stopping = true));
+
+  const shard = new ShardRole(flags, logger, base, (error) => stop({ error }));
+  try {
+    await Promise.race([shard.start(() => stopping), stopped]);
+    const reason = await stopped;
+    if ('signal' in reason) logger.info({ signal: reason.signal }, 'stop signal received');
+    else logger.error({ err: reason.error }, 'shard failed; stopping');
+    await shard.drain();
+    if ('error' in reason) {
+      const text = reason.error instanceof Error ? reason.error.message : String(reason.error);
+      throw new CommandExit(1, text);
+    }
+  } catch (err) {
+    await shard.drain().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The running parts of one shard process, and how they start, follow the ring and drain. */
+class ShardRole {
+  private host: PartitionHost | undefined;
+  private server: ShardServer | undefined;
+  private store: EtcdCoordinationStore | undefined;
+  private membership: Membership | undefined;
+  private subscription: Subscription | undefined;
+  /** The ring epoch and partitions the host holds, once assigned. */
+  private assigned: { epoch: number; partitions: number[] } | undefined;
+  /** Ring changes are handled one at a time, in order. */
+  private queue: Promise<void> = Promise.resolve();
+  private draining: Promise<void> | undefined;
+  private starting: Promise<void> | undefined;
+
+  constructor(
+    private readonly flags: ShardFlags,
+    private readonly logger: Logger,
+    private readonly baseLogger: Logger,
+    private readonly fail: (error: unknown) => void,
+  ) {}
+
+  private get stateDir(): string {
+    return path.join(this.flags.dataDir, 'shard');
+  }
+
+  /**
+   * Listens (NOT_SERVING) over an empty host so that the address is known, registers the
+   * membership, and follows the ring. Resolves once the ring is watched.
+   */
+  start(isStopping: () => boolean): Promise<void> {
+    this.starting ??= this.begin(isStopping);
+
+    return this.starting;
+  }
+
+  private async begin(isStopping: () => boolean): Promise<void> {
+    const f = this.flags;
+    this.host = await this.openHost([], 0);
+    this.server = await ShardServer.start({
+      host: this.host,
+      address: `${hostPart(f.host)}:${f.port}`,
+      logger: this.logger,
+      serving: false,
+    });
+    const address = f.advertise ?? this.server.address;
+
+    this.store = await EtcdCoordinationStore.open({
+      endpoints: f.etcd,
+      clusterName: f.cluster,
+      logger: this.baseLogger,
+    });
+    // A fixed port bound by this process proves that the previous holder of the address is gone.
+    const takeOverSameRecord = f.port !== 0 && f.advertise === undefined;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        this.membership = await this.store.registerShard(
+          f.id,
+          address,
+          Math.ceil(f.leaseTtl / 1000),
+          { takeOverSameRecord },
+        );
+        break;
+      } catch (err) {
+        if (isStopping() || !(isRingError(err) && err.retryable)) throw err;
+        if (attempt === 1) {
+          this.logger.info(
+            { shardId: f.id, reason: err.message },
+            'shard id still registered (a previous lease, or etcd unavailable); retrying',
+          );
+        }
+        await sleep(REGISTER_RETRY_MS);
+      }
+    }
+    if (isStopping()) return;
+    this.membership.once('lost', (err) => this.fail(err));
+    this.logger.info({ shardId: f.id, address }, 'waiting for ring assignment');
+
+    this.subscription = await this.store.watchRing((ring) => {
+      this.queue = this.queue.then(() => this.onRing(ring)).catch((err: unknown) => this.fail(err));
+    });
+    this.subscription.on('failure', (err) =>
+      this.logger.warn({ err }, 'ring watch failed; retrying'),
+    );
+  }
+
+  /** Stops the server, checkpoints and closes the host, releases the membership. */
+  drain(): Promise<void> {
+    this.draining ??= this.shutdown();
+
+    return this.draining;
+  }
+
+  private async shutdown(): Promise<void> {
+    await this.starting?.catch(() => undefined);
+    await this.subscription?.close().catch((err: unknown) => this.warn(err, 'closing ring watch'));
+    await this.queue;
+    await this.server?.close();
+    const host = this.server?.host ?? this.host;
+    if (host !== undefined) {
+      await host.checkpoint().catch((err: unknown) => this.warn(err, 'final checkpoint failed'));
+      await host.close();
+    }
+    await this.membership?.release().catch((err: unknown) => this.warn(err, 'release failed'));
+    await this.store?.close();
+    this.logger.info({ shardId: this.flags.id }, 'shard stopped');
+  }
+
+  private async onRing(ring: Ring): Promise<void> {
+    if (this.draining !== undefined) return;
+    const f = this.flags;
+    if (ring.partitions !== f.partitions) {
+      throw new Error(
+        `[SL-CONFIG-001] the ring in etcd has ${ring.partitions} partitions; this shard was started with --partitions ${f.partitions}`,
+      );
+    }
+    const mine = partitionsOf(ring, f.id);
+    const held = this.assigned;
+
+    if (held === undefined) {
+      if (mine.length === 0) {
+        this.logger.info(
+          { shardId: f.id, ringEpoch: ring.epoch },
+          'ring assigns no partitions to this shard yet',
+        );
+        return;
+      }
+      await this.reopen(mine, ring.epoch);
+      return;
+    }
+    if (ring.epoch <= held.epoch) return;
+
+    this.logger.info(
+      { shardId: f.id, ringEpoch: ring.epoch, previousEpoch: held.epoch },
+      'ring changed',
+    );
+    if (sameNumbers(mine, held.partitions)) {
+      await this.reopen(mine, ring.epoch);
+      return;
+    }
+    this.logger.warn(
+      {
+        shardId: f.id,
+        ringEpoch: ring.epoch,
+        heldEpoch: held.epoch,
+        held: held.partitions,
+        assigned: mine,
+      },
+      'partition handoff not supported yet',
+    );
+  }
+
+  /** Closes the current host and serves `partitions` under `epoch` from the same store. */
+  private async reopen(partitions: number[], epoch: number): Promise<void> {
+    const server = this.server as ShardServer;
+    const old = server.host;
+    await old.checkpoint().catch((err: unknown) => this.warn(err, 'checkpoint before reopen'));
+    await old.close();
+    const next = await this.openHost(partitions, epoch);
+    server.replaceHost(next);
+    this.host = next;
+    this.assigned = { epoch, partitions: next.partitions };
+    server.setServing(true);
+    this.logger.info(
+      {
+        shardId: this.flags.id,
+        ringEpoch: epoch,
+        partitions: next.partitions,
+        address: this.flags.advertise ?? server.address,
+      },
+      'shard serving',
+    );
+  }
+
+  private async openHost(partitions: number[], ringEpoch: number): Promise<PartitionHost> {
+    const host = await PartitionHost.open({
+      stateDir: this.stateDir,
+      partitionCount: this.flags.partitions,
+      partitions,
+      ringEpoch,
+      allowedLatenessMs: this.flags.allowedLateness,
+      memoryBudgetBytes: this.flags.memoryBudget,
+      logger: this.logger,
+    });
+    host.once('failed', (err) => this.fail(err));
+
+    return host;
+  }
+
+  private warn(err: unknown, message: string): void {
+    this.logger.warn({ err }, message);
+  }
+}
+
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  const x = [...a].sort((m, n) => m - n);
+  const y = [...b].sort((m, n) => m - n);
+
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
