@@ -236,12 +236,27 @@ export interface EventWire {
   readonly received_time_ms?: number;
   readonly event_id: string;
   readonly attributes: Readonly<Record<string, string>>;
+  readonly line: number;
+}
+
+export interface UnreadableRecordWire {
+  readonly line: number;
+  readonly reason: RejectReasonWire;
+  readonly detail: string;
+  readonly raw: string;
 }
 
 export interface EventBatchRequestWire {
   readonly batch_id: string;
   readonly source: string;
   readonly events: readonly EventWire[];
+  readonly unreadable: readonly UnreadableRecordWire[];
+}
+
+export type FinishRequestWire = Record<string, never>;
+
+export interface FinishResponseWire {
+  readonly watermark_ms?: number;
 }
 
 export interface RejectionWire {
@@ -513,11 +528,13 @@ export type BidiStreamClientMethod<Req, Res> = (
 export type IngestClient = grpc.Client & {
   Send: UnaryClientMethod<EventBatchRequestWire, IngestAckWire>;
   SendStream: BidiStreamClientMethod<EventBatchRequestWire, IngestAckWire>;
+  Finish: UnaryClientMethod<FinishRequestWire, FinishResponseWire>;
 };
 
 export type IngestHandlers = {
   Send: grpc.handleUnaryCall<EventBatchRequestWire, IngestAckWire>;
   SendStream: grpc.handleBidiStreamingCall<EventBatchRequestWire, IngestAckWire>;
+  Finish: grpc.handleUnaryCall<FinishRequestWire, FinishResponseWire>;
 };
 
 export type ShardClient = grpc.Client & {
