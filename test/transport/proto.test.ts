@@ -174,7 +174,7 @@ describe('loadSpeedlayerProtos', () => {
     const methods = (service: { definition: object }): string[] =>
       Object.keys(service.definition).sort();
 
-    expect(methods(protos.ingest)).toEqual(['Send', 'SendStream']);
+    expect(methods(protos.ingest)).toEqual(['Finish', 'Send', 'SendStream']);
     expect(methods(protos.shard)).toEqual([
       'Acknowledge',
       'Checkpoint',
