@@ -251,6 +251,7 @@ export interface EventBatchRequestWire {
   readonly source: string;
   readonly events: readonly EventWire[];
   readonly unreadable: readonly UnreadableRecordWire[];
+  readonly clock_ms?: number;
 }
 
 export type FinishRequestWire = Record<string, never>;
