@@ -77,6 +77,11 @@ export interface CoordinatorServiceOptions {
   readonly logger: Logger;
   /** @default 1000 */
   readonly roundIntervalMs?: number;
+  /**
+   * How many shards must be registered before the first ring is written over them.
+   * @default 1
+   */
+  readonly initialShards?: number;
   /** TTL of the election lease. @default 5 */
   readonly leaseTtlSeconds?: number;
   /** First backoff after a retryable failure; doubles up to {@link maxBackoffMs}. @default 200 */
@@ -100,6 +105,8 @@ interface Term {
   coordinator: Coordinator | undefined;
   /** The latest shard list from the watch, not yet applied. */
   pendingShards: ShardInfo[] | undefined;
+  /** The idle and absent shards last logged, so that each change is logged once. */
+  membershipSeen?: string;
   subscription: Subscription | undefined;
 }
 
@@ -115,15 +122,14 @@ interface Term {
  * `roundIntervalMs`. When the leadership is lost it stops the rounds at once, closes
  * the port and campaigns again, as a standby.
  *
- * While leading it watches shard membership: when the set of shards changes it writes
- * the next ring epoch and rebuilds the port and the coordinator.
- *
- * @experimental A ring change does not move partition state yet: a new ring epoch
- * assumes that each partition's new owner already holds the partition's state under that
- * epoch. The handoff protocol is future work. Today a shard holds the ring epoch it was
- * opened with, so after a membership change every partition answers under the old epoch
- * and reports as missing: rounds hold back (Invariant 2) rather than publish an
- * undercount, until the shards are reopened under the new epoch.
+ * The ring is written once, over the shards registered when the first leader finds
+ * none (at least `initialShards` of them), and membership changes never move a
+ * partition afterwards: a partition's state lives in its owner's LevelDB, so giving it
+ * to another shard without moving that state would publish undercounts. An owner that
+ * leaves keeps its partitions, and rounds hold back (Invariant 2) until it registers
+ * again, possibly at another address (the port is rebuilt then). A shard that joins
+ * later owns nothing until partition handoff, which is not built yet, moves partitions
+ * to it.
  */
 export class CoordinatorService
   extends EventEmitter<CoordinatorServiceEvents>
@@ -351,16 +357,21 @@ export class CoordinatorService
   ): Promise<void> {
     const ids = shards.map((s) => s.shardId);
     let ring = previous;
-    if (ids.length > 0 && (ring === undefined || !sameSet(shardsOf(ring), ids))) {
-      const next = computeRing(this.options.partitions, ids, ring);
-      await store.writeRing(next, {
-        expectEpoch: ring?.epoch ?? 0,
-        leadership: term.leadership,
-      });
+    const initialShards = this.options.initialShards ?? 1;
+    if (ring === undefined && ids.length >= initialShards) {
+      const next = computeRing(this.options.partitions, ids);
+      await store.writeRing(next, { expectEpoch: 0, leadership: term.leadership });
       this.logger.info({ epoch: next.epoch, shards: ids }, 'ring written');
       ring = next;
     }
-    if (ring === undefined) return; // No shard yet: wait for the watch.
+    if (ring === undefined) {
+      this.logger.info(
+        { registered: ids.length, initialShards },
+        'waiting for shards before writing the first ring',
+      );
+      return;
+    }
+    this.noteMembership(term, ring, ids);
 
     const addressOf = new Map(shards.map((s) => [s.shardId, s.address]));
     const found = ring.owners.map((owner) => addressOf.get(owner));
@@ -390,6 +401,35 @@ export class CoordinatorService
     });
     await coordinator.resume();
     term.coordinator = coordinator;
+  }
+
+  /**
+   * Logs, once per change, the shards that are registered but own nothing (they joined
+   * after the ring was written) and the owners that are not registered (their partitions
+   * hold every number back until they return).
+   */
+  private noteMembership(term: Term, ring: Ring, ids: readonly string[]): void {
+    const owners = shardsOf(ring);
+    const idle = ids.filter((id) => !owners.includes(id)).sort();
+    const absent = owners.filter((id) => !ids.includes(id)).sort();
+    const seen = `${idle.join(',')}|${absent.join(',')}`;
+    const before = term.membershipSeen;
+    if (seen === before) return;
+    term.membershipSeen = seen;
+    if (idle.length > 0) {
+      this.logger.warn(
+        { ringEpoch: ring.epoch, shards: idle },
+        'shards registered without partitions: the ring never moves a partition without its state, and partition handoff is not built',
+      );
+    }
+    if (absent.length > 0) {
+      this.logger.warn(
+        { ringEpoch: ring.epoch, shards: absent },
+        'ring owners not registered: their partitions hold numbers back until they return',
+      );
+    } else if (before !== undefined && !before.endsWith('|')) {
+      this.logger.info({ ringEpoch: ring.epoch }, 'every ring owner is registered');
+    }
   }
 
   private async endTerm(term: Term | undefined, leadership: Leadership): Promise<void> {
@@ -427,12 +467,6 @@ function isStaleFence(err: unknown): boolean {
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-function sameSet(a: readonly string[], b: readonly string[]): boolean {
-  const set = new Set(a);
-
-  return set.size === new Set(b).size && b.every((x) => set.has(x));
 }
 
 function positive(name: string, value: number): number {

@@ -9,9 +9,9 @@
  *   increasing values, the first and last exact;
  * - an operator revokes the leader's lease: it goes back to campaigning and the standby
  *   leads; each logs only its lifecycle lines;
- * - a shard joins while leading: the leader writes ring epoch 2 and rebuilds its port;
- *   the running shards still hold epoch 1 (partition state does not move yet), so every
- *   round holds back and nothing is published;
+ * - a shard joins while leading: the ring stays at epoch 1 (membership changes never move
+ *   a partition without its state), the leader logs the idle shard once, and rounds go
+ *   on publishing exact finals;
  * - a deposed leader's Coordinator (built with the old fence) cannot publish once the
  *   new leader has claimed the fence: its round rejects with 'stale fencing token' and
  *   nothing is written.
@@ -477,26 +477,36 @@ describe('CoordinatorService', () => {
     expect(b.state).toBe('leading');
   });
 
-  it('writes a new ring epoch when a shard joins, and holds rounds back rather than undercount', async () => {
+  it('never moves a partition when membership changes: a joining shard gets none, rounds go on exact', async () => {
     const cluster = await startCluster();
-    const a = await cluster.service('coord-a');
+    const { logger, messages } = recordingLogger();
+    const a = await cluster.service('coord-a', logger);
     await eventually('a to lead', () => leaderOf([a]));
-    const rounds: RoundResult[] = [];
-    a.on('round', (r) => rounds.push(r));
 
-    // A third shard joins; the two running shards still hold ring epoch 1.
+    // A third shard joins: the ring stays epoch 1 (its partitions' state lives on their owners).
     await cluster.store.registerShard('shard-c', '127.0.0.1:1', 10);
-    const ring = await eventually('ring epoch 2', () => (a.ring?.epoch === 2 ? a.ring : undefined));
-    expect(await cluster.store.readRing()).toEqual(ring);
-    expect(ring).toEqual(computeRing(P, [...SHARD_IDS, 'shard-c'], cluster.ring));
+    await eventually('the idle shard noted', () =>
+      messages.includes(
+        'shards registered without partitions: the ring never moves a partition without its state, and partition handoff is not built',
+      )
+        ? true
+        : undefined,
+    );
+    expect(await cluster.store.readRing()).toEqual(cluster.ring);
+    expect(a.ring).toEqual(cluster.ring);
 
-    await cluster.send(onTime(6, 'y-', 50, MONDAY + 10 * HOUR, MONDAY + 11 * HOUR));
-    await cluster.advanceClock(MONDAY + 12 * HOUR);
-    const held = await eventually('a held-back round', () => {
-      const r = rounds.at(-1);
-      return r !== undefined && r.missingPartitions.length === P ? r : undefined;
+    const events = onTime(6, 'y-', 50, MONDAY + 10 * HOUR, MONDAY + 11 * HOUR);
+    await cluster.send(events);
+    const clock = MONDAY + 12 * HOUR;
+    await cluster.advanceClock(clock);
+    const closed = closedBy(lateModel(events, settings).first, clock);
+    expect(closed.size).toBe(1);
+    await eventually('version 1 of the closed hour', async () => {
+      const history = await cluster.warehouse.queryHistory({});
+      return history.length === closed.size ? history : undefined;
     });
-    expect(held).toMatchObject({ finals: 0, restated: 0 });
-    expect(await cluster.warehouse.queryHistory({})).toEqual([]);
+    const history = await cluster.warehouse.queryHistory({});
+    expect(firstAndLast(history).first).toEqual(closed);
+    expect(new Set(history.map((r) => r.ringEpoch))).toEqual(new Set([1]));
   });
 });
