@@ -2,6 +2,7 @@ export { parseCombinedLogTime, parseEventTime, parseIsoTime } from './event-time
 export { compileFieldPath } from './field-path.js';
 export { DEFAULT_BATCH_SIZE, inputFormatOf, listEventFiles, readEvents } from './readers.js';
 export type { ReadOptions } from './readers.js';
+export { identifySources, planReadable, sortByReceiveTime, withSource } from './replay-input.js';
 export { REJECT_REASONS } from './types.js';
 export type { EventBatch, InputFormat, RecordReject, RejectReason, TimeFormat } from './types.js';
 export { readUserId } from './user-id.js';
