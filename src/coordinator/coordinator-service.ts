@@ -18,6 +18,7 @@ import {
   type Leadership,
   type Ring,
   type ShardInfo,
+  type StatusRecord,
   type Subscription,
 } from '../ring/index.js';
 import { StateMachine, type TransitionTable } from '../ring/state-machine.js';
@@ -27,6 +28,7 @@ import {
   type GrpcPartitionsPortOptions,
 } from '../transport/grpc-partitions.js';
 import { Coordinator, type RoundResult, type RowSink } from './coordinator.js';
+import { StatusRecorder, type StatusRecorderOptions } from './status-recorder.js';
 
 /**
  * - `idle`: built, not started;
@@ -48,6 +50,10 @@ export interface CoordinatorServiceEvents {
   state: [to: CoordinatorServiceState, from: CoordinatorServiceState];
   /** A round ran while leading. */
   round: [result: RoundResult];
+  /** A round failed while leading; the next one reloads from the sink. */
+  roundFailed: [error: unknown];
+  /** The leader's status record, on taking office and after every round. */
+  status: [record: StatusRecord];
   /**
    * Something failed that the service recovers from by itself (a round, a campaign, a
    * ring write). Without a listener the error is only logged.
@@ -90,6 +96,8 @@ export interface CoordinatorServiceOptions {
   readonly maxBackoffMs?: number;
   /** Passed to every {@link GrpcPartitionsPort} the service builds. */
   readonly port?: Pick<GrpcPartitionsPortOptions, 'reportDeadlineMs' | 'callDeadlineMs' | 'client'>;
+  /** How often missing partitions are logged again, and the status rewritten unchanged. */
+  readonly status?: Pick<StatusRecorderOptions, 'reminderIntervalMs' | 'refreshIntervalMs'>;
 }
 
 /** What a leader is running on: its fence, the ring, the port and the coordinator. */
@@ -108,6 +116,8 @@ interface Term {
   /** The idle and absent shards last logged, so that each change is logged once. */
   membershipSeen?: string;
   subscription: Subscription | undefined;
+  /** The term's status record, stored in etcd after its rounds. */
+  readonly recorder: StatusRecorder;
 }
 
 /**
@@ -181,6 +191,20 @@ export class CoordinatorService
   /** The ring the current term runs on, while leading. */
   get ring(): Ring | undefined {
     return this.term?.ring;
+  }
+
+  /**
+   * The coordinators' status: while this service leads, its own record of its last
+   * round; otherwise the record the leader stored in etcd, judged against the leader
+   * elected now (see `judgeStatus`). Undefined before {@link start} and when etcd holds
+   * neither a record nor a leader. Rejects with a RingError when etcd cannot be read.
+   */
+  async status(): Promise<StatusRecord | undefined> {
+    const term = this.term;
+    if (term !== undefined && this.machine.state === 'leading') return term.recorder.current;
+    if (this.store === undefined) return undefined;
+
+    return this.store.readStatus();
   }
 
   /**
@@ -286,12 +310,20 @@ export class CoordinatorService
         coordinator: undefined,
         pendingShards: undefined,
         subscription: undefined,
+        recorder: new StatusRecorder({
+          ...this.options.status,
+          leaderId: this.options.candidateId,
+          fencingToken,
+          partitionCount: this.options.partitions,
+          logger: this.logger,
+        }),
       };
       this.term = term;
       if (ended.signal.aborted) return true;
       if (!this.machine.transition(['campaigning'], 'leading')) return true;
 
       await this.applyShards(store, term, await store.listShards(), previous);
+      await this.saveStatus(store, term);
       const t = term;
       term.subscription = await store.watchShards((shards) => {
         t.pendingShards = shards;
@@ -330,6 +362,7 @@ export class CoordinatorService
         try {
           const result = await term.coordinator.round();
           if (signal.aborted) return;
+          term.recorder.recordRound(result, term.port?.lastReportFailures());
           this.emit('round', result);
         } catch (err) {
           if (signal.aborted) return;
@@ -337,9 +370,11 @@ export class CoordinatorService
             // A newer leader claimed the fence: this term is over, whatever etcd says yet.
             throw err;
           }
+          this.emit('roundFailed', err);
           this.fail(err, 'round failed; the next round reloads from the sink');
         }
       }
+      await this.saveStatus(store, term);
 
       await sleep(this.roundIntervalMs, undefined, { signal }).catch(() => undefined);
     }
@@ -375,7 +410,20 @@ export class CoordinatorService
 
     const addressOf = new Map(shards.map((s) => [s.shardId, s.address]));
     const found = ring.owners.map((owner) => addressOf.get(owner));
-    if (found.some((a) => a === undefined)) return; // An owner left: wait for the watch.
+    if (found.some((a) => a === undefined)) {
+      // An owner left: wait for the watch. A port still running asks the old address and
+      // finds its partitions missing; without one, the status says so itself.
+      if (term.port === undefined) {
+        term.recorder.setRing(
+          ring,
+          found.map((a) => a ?? ''),
+        );
+        term.recorder.recordAbsent(
+          ring.owners.flatMap((_, p) => (found[p] === undefined ? [p] : [])),
+        );
+      }
+      return;
+    }
     const addresses = found as string[];
     if (term.ring?.epoch === ring.epoch && sameList(term.addresses, addresses)) return;
 
@@ -393,6 +441,7 @@ export class CoordinatorService
     term.ring = ring;
     term.addresses = addresses;
     term.port = port;
+    term.recorder.setRing(ring, addresses);
     term.coordinator = undefined;
     const coordinator = new Coordinator(port, this.options.sink, {
       allowedLatenessMs: this.options.allowedLatenessMs,
@@ -429,6 +478,31 @@ export class CoordinatorService
       );
     } else if (before !== undefined && !before.endsWith('|')) {
       this.logger.info({ ringEpoch: ring.epoch }, 'every ring owner is registered');
+    }
+  }
+
+  /**
+   * Hands the term's status record to listeners and stores it in etcd when it changed
+   * (or has not been rewritten for a while). A failed write leaves the previous record
+   * for readers and is tried again after the next round.
+   */
+  private async saveStatus(store: CoordinationStore, term: Term): Promise<void> {
+    if (term.ended.signal.aborted) return;
+    const record = term.recorder.current;
+    this.emit('status', record);
+    if (!term.recorder.needsWrite()) return;
+
+    try {
+      await store.writeStatus(record, { leadership: term.leadership });
+      term.recorder.markWritten(record);
+    } catch (err) {
+      if (term.ended.signal.aborted) return;
+      if (isRingError(err, 'not-leader')) {
+        // The election key is gone: the leadership reports its loss and ends the term.
+        this.logger.debug({ err }, 'status not written: no longer leading');
+        return;
+      }
+      this.fail(err, 'status not written; readers see the previous one');
     }
   }
 

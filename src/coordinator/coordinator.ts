@@ -50,6 +50,8 @@ export interface RoundResult {
   readonly provisional: number;
   /** Partitions that did not report; while any is missing nothing closes. */
   readonly missingPartitions: number[];
+  /** The watermark of each partition that reported, by partition (-Infinity: none yet). */
+  readonly partitionWatermarksMs: ReadonlyMap<number, number>;
 }
 
 interface Restatement {
@@ -111,9 +113,11 @@ export class Coordinator {
   private async runRound(): Promise<RoundResult> {
     // Gather.
     const reports = await this.partitions.reports();
+    const partitionWatermarksMs = new Map(reports.map((r) => [r.partition, r.watermarkMs]));
     const missing = this.missingPartitions(reports);
     if (missing.length > 0) {
-      this.options.logger.warn(
+      // Every round while they stay missing: the caller logs when the set changes.
+      this.options.logger.debug(
         { missingPartitions: missing },
         'round held back: partitions missing',
       );
@@ -123,6 +127,7 @@ export class Coordinator {
         restated: 0,
         provisional: 0,
         missingPartitions: missing,
+        partitionWatermarksMs,
       };
     }
     const globalWatermarkMs = Math.min(...reports.map((r) => r.watermarkMs));
@@ -175,6 +180,7 @@ export class Coordinator {
       restated,
       provisional: provisional.length,
       missingPartitions: [],
+      partitionWatermarksMs,
     };
   }
 

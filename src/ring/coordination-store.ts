@@ -14,6 +14,7 @@ import { RingError } from './errors.js';
 import {
   RING_KEY,
   SHARDS_PREFIX,
+  STATUS_KEY,
   electionPrefix,
   encodeRing,
   parseShard,
@@ -31,6 +32,7 @@ import {
 } from './etcd-support.js';
 import { RefreshingWatch, type RefreshingWatchOptions } from './refreshing-watch.js';
 import { assertValidRing, shardsOf, type Ring } from './ring.js';
+import { encodeStatus, judgeStatus, parseStatus, type StatusRecord } from './status-record.js';
 
 export type { RegisterShardOptions } from './etcd-membership.js';
 
@@ -149,6 +151,11 @@ export interface WriteRingOptions {
   readonly leadership?: Leadership;
 }
 
+export interface WriteStatusOptions {
+  /** Writes only while this leadership's election key exists, in the same transaction. */
+  readonly leadership: Leadership;
+}
+
 export interface CampaignOptions {
   /** Gives up campaigning: the campaign rejects with 'closed' and its key is revoked. */
   readonly signal?: AbortSignal;
@@ -183,6 +190,18 @@ export interface CoordinationStore {
   campaign(candidateId: string, ttlSeconds: number, options?: CampaignOptions): Promise<Leadership>;
   /** Reads the leader from etcd, every call. */
   currentLeader(): Promise<LeaderInfo | undefined>;
+  /**
+   * Stores the leader's status record, only while `options.leadership` leads (rejects
+   * with 'not-leader' otherwise), so that a deposed leader never overwrites its
+   * successor's. The record's fencing token must be the leadership's.
+   */
+  writeStatus(record: StatusRecord, options: WriteStatusOptions): Promise<void>;
+  /**
+   * The stored status record as judged against the leader elected now (see
+   * `judgeStatus`): a record of another term has no last round. Undefined when there is
+   * neither a record nor a leader.
+   */
+  readStatus(): Promise<StatusRecord | undefined>;
   /** Releases every lease, stops every watch and closes the client. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -437,6 +456,45 @@ export class EtcdCoordinationStore implements CoordinationStore {
     }
   }
 
+  async writeStatus(record: StatusRecord, options: WriteStatusOptions): Promise<void> {
+    this.assertOpen();
+    const guard = this.leaderGuard(options.leadership);
+    if (record.fencingToken !== guard.fencingToken) {
+      throw new RingError(
+        'invalid-argument',
+        `a status record with fencing token ${record.fencingToken} cannot be written under token ${guard.fencingToken}`,
+      );
+    }
+
+    const txn = this.ns
+      .if(guard.key, 'Create', '==', guard.fencingToken)
+      .then(this.ns.put(STATUS_KEY).value(encodeStatus(record)));
+    const result = await txn.commit().catch((err: unknown) => {
+      throw fromEtcdError('writing the status', err);
+    });
+    if (!result.succeeded) {
+      throw new RingError('not-leader', 'the leadership guarding the status write has ended');
+    }
+  }
+
+  async readStatus(): Promise<StatusRecord | undefined> {
+    this.assertOpen();
+    const [stored, leader] = await Promise.all([
+      this.ns
+        .get(STATUS_KEY)
+        .exec()
+        .catch((err: unknown) => {
+          throw fromEtcdError('reading the status', err);
+        }),
+      this.currentLeader(),
+    ]);
+
+    const kv = stored.kvs[0];
+    const record = kv === undefined ? undefined : parseStatus(kv.value.toString());
+
+    return judgeStatus(record, leader, Date.now());
+  }
+
   close(): Promise<void> {
     this.closing ??= this.teardown();
 
@@ -494,7 +552,7 @@ export class EtcdCoordinationStore implements CoordinationStore {
     if (!(leadership instanceof EtcdLeadership)) {
       throw new RingError(
         'invalid-argument',
-        'the leadership guarding a ring write must come from this store',
+        'the leadership guarding a write must come from this store',
       );
     }
     if (leadership.state !== 'leading') {

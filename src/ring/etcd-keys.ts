@@ -4,7 +4,9 @@
  * - `shards/<shardId>`: `{"shardId","address"}`, bound to the shard's lease;
  * - `ring`: `{"epoch","partitions","owners","writeId"}`; `writeId` names the write that
  *   stored it, so that a writer whose answer was lost can tell whether it landed;
- * - `election/<electionName>/<leaseId>`: a candidate's id, bound to its lease.
+ * - `election/<electionName>/<leaseId>`: a candidate's id, bound to its lease;
+ * - `status`: the leader's status record (see `status-record.ts`), rewritten after its
+ *   rounds while the leader's election key exists.
  */
 import type { ShardInfo } from './coordination-store.js';
 import { RingError } from './errors.js';
@@ -13,6 +15,7 @@ import { ringProblem, type Ring } from './ring.js';
 
 export const RING_KEY = 'ring';
 export const SHARDS_PREFIX = 'shards/';
+export const STATUS_KEY = 'status';
 
 export function shardKey(shardId: string): string {
   return `${SHARDS_PREFIX}${shardId}`;

@@ -20,6 +20,7 @@ export type {
   Subscription,
   SubscriptionEvents,
   WriteRingOptions,
+  WriteStatusOptions,
 } from './coordination-store.js';
 export { RingError, isRingError } from './errors.js';
 export type { RingErrorKind, RingErrorOptions } from './errors.js';
@@ -34,3 +35,5 @@ export {
   shardsOf,
 } from './ring.js';
 export type { PartitionMove, Ring } from './ring.js';
+export { encodeStatus, judgeStatus, parseStatus } from './status-record.js';
+export type { PartitionStatusRecord, StatusLeader, StatusRecord } from './status-record.js';

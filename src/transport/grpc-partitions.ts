@@ -54,6 +54,7 @@ export class GrpcPartitionsPort implements PartitionsPort {
   private readonly reportDeadlineMs: number;
   private readonly callDeadlineMs: number;
   private round = 0;
+  private readonly reportFailures = new Map<string, unknown>();
 
   constructor(private readonly options: GrpcPartitionsPortOptions) {
     checkOptions(options);
@@ -76,6 +77,7 @@ export class GrpcPartitionsPort implements PartitionsPort {
 
   /** One report per partition whose shard answered in time, by partition. */
   async reports(): Promise<PartitionReport[]> {
+    this.reportFailures.clear();
     const perShard = await Promise.all(this.shards.map((shard) => this.reportsOf(shard)));
 
     return perShard.flat().sort((a, b) => a.partition - b.partition);
@@ -147,6 +149,11 @@ export class GrpcPartitionsPort implements PartitionsPort {
     throw failures[0];
   }
 
+  /** Why each shard that did not report in the last {@link reports} call failed, by address. */
+  lastReportFailures(): ReadonlyMap<string, unknown> {
+    return this.reportFailures;
+  }
+
   /** Closes the channels to the shards. Safe to call twice. */
   close(): void {
     for (const shard of this.shards) shard.client.close();
@@ -162,7 +169,10 @@ export class GrpcPartitionsPort implements PartitionsPort {
 
       return reports.filter((r) => wanted.delete(r.partition));
     } catch (err) {
-      this.options.logger.warn(
+      // Every round while it stays down: the coordinator service logs when it goes and
+      // comes back, with the reason kept here.
+      this.reportFailures.set(shard.client.address, err);
+      this.options.logger.debug(
         { shard: shard.client.address, partitions: shard.partitions, err },
         'shard did not report; its partitions are missing',
       );
