@@ -1,0 +1,231 @@
+/**
+ * `npm run cluster -- [--shards 3] [--postgres URL] [--port 7400]`: a local speedlayer
+ * cluster on loopback (etcd, the shards, two coordinators) over the PostgreSQL server
+ * given, until Ctrl-C or SIGTERM. It prints where each part listens and when the cluster
+ * is ready, as plain lines on stdout; the processes' own JSON logs go to files under the
+ * data directory.
+ */
+import { Command, CommanderError, Option } from 'commander';
+
+import { partitionCountFlag, portFlag } from '../src/cli/process-support.js';
+import { choiceFlag, durationFlag, integerFlag } from '../src/config/index.js';
+import { LOCAL_CLUSTER_DEFAULTS, WATERMARK_MODES, type WatermarkMode } from './cluster-options.js';
+import { LocalCluster, redact, type ExitInfo } from './local-cluster.js';
+
+interface ClusterFlags {
+  shards: number;
+  partitions: number;
+  postgres?: string;
+  postgresSchema?: string;
+  port: number;
+  basePort?: number;
+  dataDir?: string;
+  watermark: WatermarkMode;
+  roundInterval: number;
+  leaseTtl: number;
+  logLevel: string;
+}
+
+const d = LOCAL_CLUSTER_DEFAULTS;
+
+function out(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function program(): Command {
+  return new Command('cluster')
+    .description(
+      'start a local speedlayer cluster on loopback (etcd, shards, two coordinators) over a PostgreSQL server, until Ctrl-C or SIGTERM',
+    )
+    .addOption(
+      new Option('--shards <n>', 'number of shard processes')
+        .argParser(positiveFlag)
+        .default(d.shards),
+    )
+    .addOption(
+      new Option('--partitions <P>', 'partition count P, fixed for the life of the cluster')
+        .argParser(partitionCountFlag)
+        .default(d.partitions),
+    )
+    .option('--postgres <url>', 'PostgreSQL server for the rows (default: SPEEDLAYER_POSTGRES_URL)')
+    .option('--postgres-schema <name>', "schema of the cluster's tables (default: sl_<cluster>)")
+    .addOption(
+      new Option('--port <port>', 'port of the first shard, which takes ingest and queries')
+        .argParser(portFlag)
+        .default(d.port),
+    )
+    .addOption(
+      new Option(
+        '--base-port <port>',
+        'first of consecutive ports for the other processes (default: free ports)',
+      ).argParser(portFlag),
+    )
+    .option(
+      '--data-dir <dir>',
+      'keep etcd, shard state and logs here, and resume the cluster found here (default: a temporary directory, removed on stop)',
+    )
+    .addOption(
+      new Option(
+        '--watermark <mode>',
+        'how the shards move the watermark; event-time lets replays of historical files close periods',
+      )
+        .argParser(choiceFlag(WATERMARK_MODES))
+        .default(d.watermark),
+    )
+    .addOption(
+      new Option('--round-interval <duration>', 'how often the leader runs a round')
+        .argParser(durationFlag)
+        .default(d.roundIntervalMs, '1s'),
+    )
+    .addOption(
+      new Option('--lease-ttl <duration>', 'TTL of the membership and election leases in etcd')
+        .argParser(durationFlag)
+        .default(d.leaseTtlMs, '5s'),
+    )
+    .option('--log-level <level>', "pino level of the processes' log files", d.logLevel);
+}
+
+function positiveFlag(value: string): number {
+  const n = integerFlag(value);
+  if (n < 1) throw new Error(`not a positive count: '${value}'`);
+
+  return n;
+}
+
+/** A repeat within this time is the same Ctrl-C, once from the terminal and once from npm. */
+const SAME_SIGNAL_MS = 1_000;
+
+/**
+ * Resolves with the first stop signal. A later one ends the launcher at once; its exit
+ * handlers SIGKILL the processes it started.
+ */
+function stopSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    let firstAt: number | undefined;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (firstAt === undefined) {
+        firstAt = Date.now();
+        resolve(signal);
+      } else if (Date.now() - firstAt > SAME_SIGNAL_MS) {
+        out(`${signal} again: killing every process now`);
+        process.exit(130);
+      }
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+async function run(flags: ClusterFlags): Promise<number> {
+  const signal = stopSignal();
+  let signalled: NodeJS.Signals | undefined;
+  void signal.then((s) => (signalled = s));
+
+  if (flags.postgres === undefined) {
+    process.stderr.write(
+      'cluster: a PostgreSQL server is needed: --postgres postgres://user@host:5432/db, or SPEEDLAYER_POSTGRES_URL\n',
+    );
+    return 2;
+  }
+  const startedAt = Date.now();
+  out(
+    `starting a local speedlayer cluster: etcd, ${flags.shards} shards, 2 coordinators, P=${flags.partitions}`,
+  );
+  let cluster: LocalCluster;
+  try {
+    cluster = await LocalCluster.start({
+      shards: flags.shards,
+      partitions: flags.partitions,
+      postgresUrl: flags.postgres,
+      postgresSchema: flags.postgresSchema,
+      port: flags.port,
+      basePort: flags.basePort,
+      dataDir: flags.dataDir,
+      watermark: flags.watermark,
+      roundIntervalMs: flags.roundInterval,
+      leaseTtlMs: flags.leaseTtl,
+      logLevel: flags.logLevel,
+      logFiles: true,
+    });
+  } catch (err) {
+    process.stderr.write(`cluster: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+
+  if (signalled === undefined) await describe(cluster, flags, Date.now() - startedAt);
+  let stopping = false;
+  for (const name of cluster.names) {
+    void cluster.process(name).exited.then((exit) => {
+      if (!stopping)
+        out(`${name} exited unexpectedly (${exitText(exit)}); its log: ${logOf(cluster, name)}`);
+    });
+  }
+
+  const received = await signal;
+  stopping = true;
+  out(`${received}: stopping the coordinators, then the shards, then etcd`);
+  const exits = await cluster.stop();
+  for (const [name, exit] of Object.entries(exits)) out(`  ${name.padEnd(14)} ${exitText(exit)}`);
+  out(
+    flags.dataDir === undefined
+      ? `stopped; removed ${cluster.dataDir} and schema ${cluster.postgresSchema}`
+      : `stopped; the cluster is kept in ${cluster.dataDir} (run again with the same --data-dir to resume it)`,
+  );
+
+  return 0;
+}
+
+async function describe(cluster: LocalCluster, flags: ClusterFlags, elapsedMs: number) {
+  const a = cluster.addresses;
+  const leader = await cluster.leader().catch(() => undefined);
+  const pids = cluster.pids();
+  const row = (name: string, where: string): void =>
+    out(`  ${name.padEnd(14)} ${where.padEnd(52)} pid ${pids[name] ?? '-'}`);
+
+  out(`cluster '${cluster.clusterName}'`);
+  row('etcd', a.etcd);
+  for (const name of cluster.shards) {
+    const s = a.shards[name];
+    const role = name === cluster.shards[0] ? ' (ingest and queries)' : '';
+    row(name, `${s?.grpc ?? '?'}${role}${s?.metrics ? `, metrics ${s.metrics}` : ''}`);
+  }
+  for (const name of cluster.coordinators) {
+    const c = a.coordinators[name];
+    const parts = [`query ${c?.query ?? '?'}`];
+    if (c?.status !== undefined) parts.push(`status ${c.status}`);
+    if (c?.metrics !== undefined) parts.push(`metrics ${c.metrics}`);
+    row(name, `${parts.join(', ')}${name === leader ? ' (leader)' : ' (standby)'}`);
+  }
+  out(`  postgres       ${redact(flags.postgres as string)} schema ${cluster.postgresSchema}`);
+  out(`data: ${cluster.dataDir}${flags.dataDir === undefined ? ' (temporary)' : ''}`);
+  out(`logs: ${logOf(cluster, '<name>')}`);
+  if (cluster.skippedFlags.length > 0) {
+    out(`not passed, the roles do not have them yet: ${cluster.skippedFlags.join(', ')}`);
+  }
+  out(
+    `ready in ${(elapsedMs / 1000).toFixed(1)}s: send events and queries to ${a.ingest}; Ctrl-C stops the cluster`,
+  );
+}
+
+function logOf(cluster: LocalCluster, name: string): string {
+  return `${cluster.dataDir}/logs/${name}.log`;
+}
+
+function exitText(exit: ExitInfo): string {
+  return exit.signal !== null ? `signal ${exit.signal}` : `exit code ${exit.code}`;
+}
+
+const command = program().exitOverride();
+let code: number;
+try {
+  command.parse(process.argv);
+  const flags = command.opts<ClusterFlags>();
+  flags.postgres ??= process.env.SPEEDLAYER_POSTGRES_URL || undefined;
+  code = await run(flags);
+} catch (err) {
+  code = err instanceof CommanderError ? err.exitCode : 1;
+  if (!(err instanceof CommanderError)) {
+    process.stderr.write(`cluster: ${err instanceof Error ? err.message : String(err)}\n`);
+  }
+}
+process.exit(code);
