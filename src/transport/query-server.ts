@@ -39,6 +39,7 @@ import {
   type WatchVersionsRequestWire,
 } from './proto.js';
 import { QueryError, asQueryError, toGrpcStatus } from './query-errors.js';
+import type { ServedService } from './served-service.js';
 import { VersionCursor } from './version-cursor.js';
 
 /** What the service reads and writes: the warehouse's query side. */
@@ -83,8 +84,10 @@ export interface QueryServer {
   close(): Promise<void>;
 }
 
+const QUERY_SERVICE = 'speedlayer.v1.Query';
+
 /** The services health checking reports on, '' being the server as a whole. */
-const SERVED = ['', 'speedlayer.v1.Query'] as const;
+const SERVED = ['', QUERY_SERVICE] as const;
 
 /** Largest `examples_per_reason` a Rejects call may ask for. */
 const MAX_EXAMPLES_PER_REASON = 1000;
@@ -114,6 +117,26 @@ export function resolveQueryServerOptions(options: QueryServerOptions): Resolved
   }
 
   return resolved;
+}
+
+/**
+ * The Query service to be served beside others on one port (a shard process serves it
+ * next to Shard and Ingest). `address` is not used: the hosting server listens. Draining
+ * ends every WatchVersions stream with UNAVAILABLE.
+ */
+export function queryService(options: QueryServerOptions): ServedService {
+  const resolved = resolveQueryServerOptions(options);
+  const watches = new Set<AbortController>();
+
+  return {
+    name: QUERY_SERVICE,
+    protoFile: 'speedlayer/v1/query.proto',
+    register: (server) =>
+      addSpeedlayerService(server, loadSpeedlayerProtos().query, queryHandlers(resolved, watches)),
+    drain: () => {
+      for (const watch of watches) watch.abort('shutdown' satisfies WatchEnd);
+    },
+  };
 }
 
 /** Starts the Query service with health checking and reflection, listening on `address`. */

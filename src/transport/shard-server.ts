@@ -2,7 +2,8 @@
  * The Shard service over a partition host: nodes route partition batches to it, and the
  * coordinator gathers reports and counts from it and acknowledges what it published. The
  * same server answers standard gRPC health checks and server reflection, so that probes
- * and grpcurl work against a shard.
+ * and grpcurl work against a shard, and may serve other services on the same port (see
+ * {@link ServedService}): a shard process adds Ingest and Query.
  */
 import path from 'node:path';
 
@@ -14,6 +15,7 @@ import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-
 import type { Logger } from '../observability/index.js';
 import { ShardError, isShardError } from '../shard/errors.js';
 import type { PartitionHost } from '../shard/partition-host.js';
+import type { ServedService } from './served-service.js';
 import { toGrpcStatus } from './shard-errors.js';
 import {
   PROTO_DIR,
@@ -28,11 +30,12 @@ import {
   type ShardHandlers,
 } from './proto.js';
 import { SHARD_MAX_MESSAGE_BYTES } from './shard-client.js';
+import { shardHandoffHandlers } from './shard-handoff.js';
 
 const SHARD_SERVICE = 'speedlayer.v1.Shard';
 const HEALTH_SERVICE = 'grpc.health.v1.Health';
-/** What the health service answers for: the server as a whole ('') and the Shard service. */
-const SERVED = ['', SHARD_SERVICE];
+/** What the shard's own health follows: the server as a whole ('') and the Shard service. */
+const SHARD_SERVED = ['', SHARD_SERVICE];
 
 export interface ShardServerOptions {
   /** The partitions to serve. The server does not own the host: closing it leaves the host open. */
@@ -52,6 +55,11 @@ export interface ShardServerOptions {
    * @default true
    */
   readonly serving?: boolean;
+  /**
+   * Other services on the same port, each listed by health checking (with its own
+   * status, see {@link ShardServer.setServiceServing}) and reflection. @default none
+   */
+  readonly services?: readonly ServedService[];
 }
 
 /** A running Shard service, with health checking and reflection. */
@@ -87,18 +95,23 @@ export class ShardServer {
       loadSpeedlayerProtos().shard,
       shardHandlers(() => current.host, logger),
     );
+    const extras = options.services ?? [];
+    for (const service of extras) service.register(server);
     const status = options.serving === false ? 'NOT_SERVING' : 'SERVING';
-    const health = new HealthImplementation(
-      Object.fromEntries(SERVED.map((service) => [service, status])),
-    );
+    const health = new HealthImplementation({
+      ...Object.fromEntries(SHARD_SERVED.map((service) => [service, status])),
+      ...Object.fromEntries(
+        extras.map((s) => [s.name, s.serving === false ? 'NOT_SERVING' : 'SERVING']),
+      ),
+    });
     health.addToServer(server);
-    new ReflectionService(reflectionDefinition(), {
-      services: [SHARD_SERVICE, HEALTH_SERVICE],
+    new ReflectionService(reflectionDefinition(extras.map((s) => s.protoFile)), {
+      services: [SHARD_SERVICE, HEALTH_SERVICE, ...extras.map((s) => s.name)],
     }).addToServer(server);
 
     const onFailed = (err: ShardError): void => {
       logger.error({ err }, 'partition state store failed; the shard must restart');
-      for (const service of SERVED) health.setStatus(service, 'NOT_SERVING');
+      for (const service of SHARD_SERVED) health.setStatus(service, 'NOT_SERVING');
     };
     options.host.on('failed', onFailed);
 
@@ -110,6 +123,7 @@ export class ShardServer {
           address: shard.address,
           partitions: options.host.partitions,
           ringEpoch: options.host.ringEpoch,
+          services: [SHARD_SERVICE, ...extras.map((s) => s.name)],
         },
         'shard server listening',
       );
@@ -143,11 +157,20 @@ export class ShardServer {
     return previous;
   }
 
-  /** What health checks answer from now on (ignored once closing). */
+  /** What health checks answer for the server and the Shard service from now on (ignored once closing). */
   setServing(serving: boolean): void {
     if (this.closing !== undefined) return;
-    for (const service of SERVED)
+    for (const service of SHARD_SERVED)
       this.health.setStatus(service, serving ? 'SERVING' : 'NOT_SERVING');
+  }
+
+  /** What health checks answer for one of the other services from now on (ignored once closing). */
+  setServiceServing(name: string, serving: boolean): void {
+    if (this.closing !== undefined) return;
+    if (!(this.options.services ?? []).some((s) => s.name === name)) {
+      throw new Error(`${name} is not served here`);
+    }
+    this.health.setStatus(name, serving ? 'SERVING' : 'NOT_SERVING');
   }
 
   /**
@@ -161,7 +184,11 @@ export class ShardServer {
   }
 
   private async shutdown(): Promise<void> {
-    for (const service of SERVED) this.health.setStatus(service, 'NOT_SERVING');
+    const extras = this.options.services ?? [];
+    for (const service of [...SHARD_SERVED, ...extras.map((s) => s.name)]) {
+      this.health.setStatus(service, 'NOT_SERVING');
+    }
+    for (const service of extras) service.drain?.();
     this.current.host.off('failed', this.onFailed);
 
     await new Promise<void>((resolve) => {
@@ -190,6 +217,7 @@ export function shardHandlers(
   const hostOf = typeof target === 'function' ? target : (): PartitionHost => target;
 
   return {
+    ...shardHandoffHandlers(hostOf, logger),
     Route: unary('Route', logger, async (request) => {
       const host = hostOf();
       checkEpoch(host, request.ring_epoch);
@@ -276,16 +304,22 @@ function checkEpoch(host: PartitionHost, ringEpoch: number): void {
   );
 }
 
-let reflected: protoLoader.PackageDefinition | undefined;
+const reflected = new Map<string, protoLoader.PackageDefinition>();
 
-/** The Shard contract and the health contract, as reflection describes them. */
-function reflectionDefinition(): protoLoader.PackageDefinition {
-  reflected ??= protoLoader.loadSync(['speedlayer/v1/shard.proto', 'health/v1/health.proto'], {
-    ...PROTO_LOADER_OPTIONS,
-    includeDirs: [PROTO_DIR, path.resolve(path.dirname(healthProtoPath), '../..')],
-  });
+/** The Shard contract, those of the other services and the health contract, for reflection. */
+function reflectionDefinition(protoFiles: readonly string[]): protoLoader.PackageDefinition {
+  const files = [...new Set(['speedlayer/v1/shard.proto', ...protoFiles])].sort();
+  const key = files.join('|');
+  let definition = reflected.get(key);
+  if (definition === undefined) {
+    definition = protoLoader.loadSync([...files, 'health/v1/health.proto'], {
+      ...PROTO_LOADER_OPTIONS,
+      includeDirs: [PROTO_DIR, path.resolve(path.dirname(healthProtoPath), '../..')],
+    });
+    reflected.set(key, definition);
+  }
 
-  return reflected;
+  return definition;
 }
 
 function bind(server: grpc.Server, options: ShardServerOptions): Promise<number> {

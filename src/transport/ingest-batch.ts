@@ -1,0 +1,172 @@
+/**
+ * An EventBatchRequest as the router takes it. Each event is checked as the file readers
+ * check a record (user id rules of user-id.ts, an event time present); the events that
+ * pass become an {@link EventBatch}, and the others, with the batch's unreadable records,
+ * become dead letters.
+ *
+ * Dead letters are keyed by (source, line), so that a batch sent twice keeps one row per
+ * event. An event with a line is kept under (source, line); one without (line 0) under
+ * (`<source>#<batch_id>`, its index + 1), and an unreadable record without a line under
+ * the same source after the events (events + its index + 1).
+ */
+import { MAX_RAW_LENGTH } from '../ingest/batch-builder.js';
+import type { EventBatch, RejectReason } from '../ingest/types.js';
+import { userIdTextProblem } from '../ingest/user-id.js';
+import type { DeadLetterWrite } from '../sink/types.js';
+import { IngestError } from './ingest-errors.js';
+import { rejectReasonFromWire, type EventBatchRequestWire, type RejectionWire } from './proto.js';
+import { rejectReasonToWire } from './proto.js';
+
+/** Most events one request may carry; a larger batch is refused as INVALID_ARGUMENT. */
+export const MAX_EVENTS_PER_REQUEST = 100_000;
+
+/** Most unreadable records one request may carry. */
+export const MAX_UNREADABLE_PER_REQUEST = 100_000;
+
+/** One event of a request that is not counted, by its index in the request. */
+export interface IndexedReject {
+  readonly index: number;
+  readonly reason: RejectReason;
+  readonly detail: string;
+}
+
+/** A request after the checks that need no router state. */
+export interface CheckedRequest {
+  /**
+   * The events that passed, in request order. `lines[i]` is the event's index in the
+   * request plus one, so that a router reject names the event it is about.
+   */
+  readonly batch: EventBatch;
+  /** Events refused before routing (invalid user id or time). */
+  readonly rejected: IndexedReject[];
+  /** The batch's unreadable records, as dead letters. */
+  readonly unreadable: DeadLetterWrite[];
+}
+
+/**
+ * Checks the request's shape and each event.
+ *
+ * @param receiveNowMs - the receive time of events that carry none; undefined leaves it
+ *   to the router (NaN: the router's clock, or its wall clock)
+ * @throws IngestError 'invalid-argument' for an empty batch id or too many records
+ * @throws WireFormatError for an unreadable record whose reason is unspecified
+ */
+export function checkRequest(
+  request: EventBatchRequestWire,
+  receiveNowMs: number | undefined,
+): CheckedRequest {
+  checkShape(request);
+  const events = request.events;
+  const rejected: IndexedReject[] = [];
+  const accepted: number[] = [];
+
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i] as EventBatchRequestWire['events'][number];
+    const problem = userIdTextProblem(event.user_id, 0, event.user_id.length);
+    if (problem !== undefined) {
+      rejected.push({ index: i, reason: 'invalid_user_id', detail: problem });
+    } else if (event.event_time_ms === undefined) {
+      rejected.push({ index: i, reason: 'invalid_time', detail: 'event time is missing' });
+    } else {
+      accepted.push(i);
+    }
+  }
+
+  const n = accepted.length;
+  const receiveTimeMs = new Float64Array(n);
+  const batch: EventBatch = {
+    source: request.source,
+    length: n,
+    userIds: accepted.map((i) => events[i]?.user_id as string),
+    eventTimeMs: Float64Array.from(accepted, (i) => events[i]?.event_time_ms as number),
+    receiveTimeMs,
+    lines: Uint32Array.from(accepted, (i) => i + 1),
+    eventIds: accepted.map((i) => (events[i]?.event_id === '' ? undefined : events[i]?.event_id)),
+    rejects: [],
+    lastLine: events.length,
+  };
+  for (let k = 0; k < n; k++) {
+    receiveTimeMs[k] =
+      events[accepted[k] as number]?.received_time_ms ?? receiveNowMs ?? Number.NaN;
+  }
+
+  return { batch, rejected, unreadable: unreadableLetters(request) };
+}
+
+/** A reject of the router (its line is the request index plus one) by index. */
+export function indexedRouterReject(reject: DeadLetterWrite): IndexedReject {
+  return { index: reject.line - 1, reason: reject.reason, detail: reject.detail };
+}
+
+/** The dead letter of the request's event at `index`. */
+export function eventDeadLetter(
+  request: EventBatchRequestWire,
+  reject: IndexedReject,
+): DeadLetterWrite {
+  const event = request.events[reject.index];
+  if (event === undefined) throw new Error(`no event at index ${reject.index}`);
+  const raw = JSON.stringify({
+    user_id: event.user_id,
+    event_time_ms: event.event_time_ms,
+    received_time_ms: event.received_time_ms,
+    event_id: event.event_id === '' ? undefined : event.event_id,
+    attributes: Object.keys(event.attributes).length === 0 ? undefined : event.attributes,
+  });
+  const place =
+    event.line > 0
+      ? { source: request.source, line: event.line }
+      : { source: unplacedSource(request), line: reject.index + 1 };
+
+  return { ...place, reason: reject.reason, detail: reject.detail, raw: cut(raw) };
+}
+
+/** Rejections of an acknowledgement, by index. */
+export function rejectionsToWire(rejects: readonly IndexedReject[]): RejectionWire[] {
+  return [...rejects]
+    .sort((a, b) => a.index - b.index)
+    .map((r) => ({ index: r.index, reason: rejectReasonToWire(r.reason), detail: r.detail }));
+}
+
+function checkShape(request: EventBatchRequestWire): void {
+  if (request.batch_id === '') {
+    throw new IngestError(
+      'invalid-argument',
+      'batch_id is empty: every batch needs its idempotency key',
+    );
+  }
+  if (request.events.length > MAX_EVENTS_PER_REQUEST) {
+    throw new IngestError(
+      'invalid-argument',
+      `batch ${request.batch_id} has ${request.events.length} events; at most ${MAX_EVENTS_PER_REQUEST} fit in one batch`,
+    );
+  }
+  if (request.unreadable.length > MAX_UNREADABLE_PER_REQUEST) {
+    throw new IngestError(
+      'invalid-argument',
+      `batch ${request.batch_id} has ${request.unreadable.length} unreadable records; at most ${MAX_UNREADABLE_PER_REQUEST} fit in one batch`,
+    );
+  }
+}
+
+function unreadableLetters(request: EventBatchRequestWire): DeadLetterWrite[] {
+  return request.unreadable.map((record, j) => ({
+    ...(record.line > 0
+      ? { source: request.source, line: record.line }
+      : { source: unplacedSource(request), line: request.events.length + j + 1 }),
+    reason: rejectReasonFromWire(record.reason),
+    detail: record.detail,
+    raw: cut(record.raw),
+  }));
+}
+
+function unplacedSource(request: EventBatchRequestWire): string {
+  return `${request.source}#${request.batch_id}`;
+}
+
+/** At most {@link MAX_RAW_LENGTH} code units, without splitting a surrogate pair. */
+function cut(raw: string): string {
+  if (raw.length <= MAX_RAW_LENGTH) return raw;
+  const last = raw.charCodeAt(MAX_RAW_LENGTH - 1);
+
+  return raw.slice(0, last >= 0xd800 && last <= 0xdbff ? MAX_RAW_LENGTH - 1 : MAX_RAW_LENGTH);
+}
