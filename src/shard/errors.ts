@@ -5,6 +5,7 @@
  */
 export type ShardErrorKind =
   | 'not-owner'
+  | 'partition-moving'
   | 'epoch-mismatch'
   | 'stale-fencing-token'
   | 'sequence-gap'
@@ -35,6 +36,9 @@ const KINDS: Readonly<Record<ShardErrorKind, KindInfo>> = {
   'invalid-argument': { code: 'SL-SHARD-009', retryable: false },
   // Anything else: a bug or a broken contract that an operator must look at.
   internal: { code: 'SL-SHARD-010', retryable: false },
+  // The partition is being handed to another shard: the same call succeeds at its new owner
+  // once the next ring names it (the owner hint), or here again if the move is aborted.
+  'partition-moving': { code: 'SL-SHARD-011', retryable: true },
 };
 
 export interface ShardErrorOptions extends ErrorOptions {
@@ -42,7 +46,7 @@ export interface ShardErrorOptions extends ErrorOptions {
   readonly retryable?: boolean;
   /** The partition the failure is about. */
   readonly partition?: number;
-  /** The ring epoch the shard holds, on 'not-owner' and 'epoch-mismatch'. */
+  /** The ring epoch the shard holds, on 'not-owner', 'partition-moving' and 'epoch-mismatch'. */
   readonly ringEpoch?: number;
   /** Where the owner of `partition` listens, when the shard knows it. */
   readonly ownerHint?: string;

@@ -2,7 +2,14 @@ import fs from 'node:fs/promises';
 
 import { Level } from 'level';
 
-import { changesKey, hourIndexOfKey, hourKey, metaKey, partitionPrefix } from './partition-keys.js';
+import {
+  changesKey,
+  hourIndexOfKey,
+  hourKey,
+  metaKey,
+  partitionPrefix,
+  partitionRangeEnd,
+} from './partition-keys.js';
 import type {
   PartitionStorage,
   PeriodChange,
@@ -12,6 +19,19 @@ import type {
 } from './types.js';
 
 const decoder = new TextDecoder();
+
+/** One key of a partition's state, below the partition's prefix, and its stored value. */
+export interface PartitionEntry {
+  readonly key: string;
+  readonly value: Uint8Array;
+}
+
+/** How a partition's range is cut into chunks when it is read out whole. */
+export interface ChunkLimits {
+  readonly maxEntries: number;
+  /** A chunk ends once its values reach this many bytes (one value may pass it). */
+  readonly maxBytes: number;
+}
 
 /**
  * The shard's durable state in one LevelDB: every partition's dictionary,
@@ -78,6 +98,54 @@ export class LevelStateStore implements PartitionStorage {
           : { type: 'del' as const, key: op.key },
       ),
     );
+  }
+
+  /** Whether anything is stored under the partition's prefix. */
+  async holdsState(partition: number): Promise<boolean> {
+    const range = { gte: partitionPrefix(partition), lt: partitionRangeEnd(partition), limit: 1 };
+    const [first] = await this.db.keys(range).all();
+
+    return first !== undefined;
+  }
+
+  /**
+   * Every key of the partition's range in key order, in chunks, with keys relative to
+   * the partition's prefix. Reads one snapshot of the store: writes made meanwhile are
+   * not seen.
+   */
+  async *readPartition(partition: number, limits: ChunkLimits): AsyncGenerator<PartitionEntry[]> {
+    const prefix = partitionPrefix(partition);
+    const range = { gte: prefix, lt: partitionRangeEnd(partition) };
+    let chunk: PartitionEntry[] = [];
+    let bytes = 0;
+
+    for await (const [key, value] of this.db.iterator(range)) {
+      chunk.push({ key: key.slice(prefix.length), value });
+      bytes += value.byteLength;
+      if (chunk.length >= limits.maxEntries || bytes >= limits.maxBytes) {
+        yield chunk;
+        chunk = [];
+        bytes = 0;
+      }
+    }
+
+    if (chunk.length > 0) yield chunk;
+  }
+
+  /** Writes entries read by {@link readPartition} back under the partition's prefix. */
+  async writePartitionEntries(
+    partition: number,
+    entries: readonly PartitionEntry[],
+  ): Promise<void> {
+    const prefix = partitionPrefix(partition);
+    await this.write(
+      entries.map((e) => ({ type: 'put' as const, key: `${prefix}${e.key}`, value: e.value })),
+    );
+  }
+
+  /** Deletes every key of the partition's range. */
+  async clearPartition(partition: number): Promise<void> {
+    await this.db.clear({ gte: partitionPrefix(partition), lt: partitionRangeEnd(partition) });
   }
 
   async getJson<T>(key: string): Promise<T | undefined> {

@@ -8,12 +8,24 @@ import { EventEmitter } from 'node:events';
 
 import roaring from 'roaring';
 
-import { formatDuration } from '../config/duration.js';
 import type { PartitionAck } from '../coordinator/coordinator.js';
 import type { Logger } from '../observability/index.js';
 import { ShardError } from './errors.js';
-import { LevelStateStore, jsonPut } from './level-state-store.js';
+import {
+  dropUnheldPartitions,
+  releaseMarkPut,
+  settleHeldMarks,
+  type ReleaseMark,
+} from './handoff-marks.js';
+import { checkFixedSettings, checkPartitions } from './host-settings.js';
+import { LevelStateStore } from './level-state-store.js';
 import { PartitionActor } from './partition-actor.js';
+import {
+  partitionChunks,
+  writeAdoptedCopy,
+  type AdoptOutcome,
+  type PartitionChunk,
+} from './partition-copy.js';
 import {
   PartitionLedger,
   checkAckStamp,
@@ -22,8 +34,6 @@ import {
   type RouteStamp,
 } from './partition-ledger.js';
 import type { PartitionBatch, PartitionReport, StorageOp } from './types.js';
-
-const NODE_META_KEY = 'node/meta';
 
 export interface PartitionHostOptions {
   /** Where the LevelDB state lives. */
@@ -34,6 +44,13 @@ export interface PartitionHostOptions {
   readonly partitions?: readonly number[];
   /** The ring epoch under which the host holds them. @default 0 */
   readonly ringEpoch?: number;
+  /**
+   * Deletes, on open, the state of every partition not held (a shard opening under a
+   * ring: a partition that moved away, or a copy whose move was aborted), except a copy
+   * adopted for a ring after {@link ringEpoch}. A shard still waiting for its first ring
+   * and the embedded node leave it off. @default false
+   */
+  readonly dropUnheld?: boolean;
   /** How long after a period ends it stays open before it is sealed. */
   readonly allowedLatenessMs: number;
   /** Memory for sets and dictionaries before closed periods' sets spill to disk only. */
@@ -75,6 +92,8 @@ export interface PartitionHostEvents {
 interface Hosted {
   readonly actor: PartitionActor;
   readonly ledger: PartitionLedger;
+  /** Set once the partition is released under this ring epoch: it is refused from then on. */
+  released: ReleaseMark | undefined;
 }
 
 /**
@@ -99,6 +118,8 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
   private tail: Promise<void> = Promise.resolve();
   private failure: ShardError | undefined;
   private closed = false;
+  /** Partitions whose copy is being written here. */
+  private readonly adopting = new Set<number>();
 
   private constructor(
     private readonly options: PartitionHostOptions,
@@ -117,13 +138,22 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
 
     try {
       await checkFixedSettings(store, options.partitionCount, options.allowedLatenessMs);
+      const ringEpoch = options.ringEpoch ?? 0;
+      const released = await settleHeldMarks(store, partitions, ringEpoch);
+      if (options.dropUnheld === true) {
+        const held = new Set(partitions);
+        const { partitionCount, logger } = options;
+        await dropUnheldPartitions(store, { partitionCount, held, ringEpoch, logger });
+      }
+
       const hosted = new Map<number, Hosted>();
       for (const partition of partitions) {
         const actor = await PartitionActor.open(
           { partition, allowedLatenessMs: options.allowedLatenessMs },
           store,
         );
-        hosted.set(partition, { actor, ledger: await PartitionLedger.load(store, partition) });
+        const ledger = await PartitionLedger.load(store, partition);
+        hosted.set(partition, { actor, ledger, released: released.get(partition) });
       }
 
       return new PartitionHost(options, store, hosted);
@@ -258,6 +288,90 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
     return this.serially(() => this.persist(extra));
   }
 
+  // --- handoff -----------------------------------------------------------------------------
+
+  /**
+   * Stops serving `partition` under this host's ring epoch, for good: the release mark is
+   * written in one atomic batch with a checkpoint of everything applied so far. From then
+   * on every call that names the partition (or all partitions) is refused with
+   * 'partition-moving', naming `newOwner`, also after a restart under the same epoch.
+   * Releasing a released partition does nothing.
+   */
+  release(partition: number, newOwner: string): Promise<void> {
+    return this.serially(async () => {
+      const hosted = this.hostedOrRefuse(partition);
+      if (hosted.released !== undefined) return;
+
+      const mark: ReleaseMark = { ringEpoch: this.ringEpoch, newOwner };
+      await this.persist([releaseMarkPut(partition, mark)]);
+      hosted.released = mark;
+      this.options.logger.info(
+        { partition, ringEpoch: this.ringEpoch, newOwner },
+        'partition released',
+      );
+    });
+  }
+
+  /**
+   * The durable state of a released partition as chunks in key order, the last one with
+   * the totals. Nothing changes a released partition, so the chunks are its whole state.
+   */
+  async *releasedChunks(partition: number): AsyncGenerator<PartitionChunk> {
+    this.assertUsable();
+    const hosted = this.hostedOrRefuse(partition);
+    if (hosted.released === undefined) {
+      throw new ShardError(
+        'invalid-argument',
+        `partition ${partition} is served here under ring epoch ${this.ringEpoch}; release it before reading it out`,
+        { partition },
+      );
+    }
+
+    yield* partitionChunks(this.store, partition);
+  }
+
+  /**
+   * Replaces whatever this store holds under `partition` with the copy that its owner
+   * under `ringEpoch` sends, and marks the copy complete: it is kept until a ring after
+   * `ringEpoch` either gives the partition to this host's shard or not. The host keeps
+   * serving its own partitions meanwhile. Refused for a partition held here, while a copy
+   * of it is being written, and when this host is on a later ring.
+   */
+  async adopt(
+    partition: number,
+    ringEpoch: number,
+    chunks: AsyncIterable<PartitionChunk>,
+  ): Promise<AdoptOutcome> {
+    this.checkAdoption(partition, ringEpoch);
+
+    this.adopting.add(partition);
+    try {
+      const serially = <T>(task: () => Promise<T>): Promise<T> => this.serially(task);
+      const outcome = await writeAdoptedCopy(serially, this.store, partition, ringEpoch, chunks);
+      this.options.logger.info({ ...outcome, ringEpoch }, 'partition adopted');
+
+      return outcome;
+    } finally {
+      this.adopting.delete(partition);
+    }
+  }
+
+  /**
+   * Deletes the state of every partition not held here, except copies adopted under
+   * `ringEpoch` or later (see {@link PartitionHostOptions.dropUnheld}). For a shard that
+   * a ring gives no partition. Resolves with the partitions whose state was deleted.
+   */
+  dropUnheld(ringEpoch: number): Promise<number[]> {
+    return this.serially(() =>
+      dropUnheldPartitions(this.store, {
+        partitionCount: this.partitionCount,
+        held: new Set(this.hosted.keys()),
+        ringEpoch,
+        logger: this.options.logger,
+      }),
+    );
+  }
+
   /** Reads a node-level record written through a checkpoint's `extra`. */
   getRecord<T>(key: string): Promise<T | undefined> {
     return this.store.getJson<T>(key);
@@ -334,14 +448,24 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
 
   // --- partitions --------------------------------------------------------------------------
 
+  /** The partition, unless it is outside 0..P-1, not held here, or released. */
   private held(partition: number): Hosted {
-    if (!Number.isInteger(partition) || partition < 0 || partition >= this.partitionCount) {
+    const hosted = this.hostedOrRefuse(partition);
+    const released = hosted.released;
+    if (released !== undefined) {
       throw new ShardError(
-        'invalid-argument',
-        `partition ${partition} is outside 0..${this.partitionCount - 1}`,
-        { partition },
+        'partition-moving',
+        `partition ${partition} was released under ring epoch ${released.ringEpoch} and is moving to ${released.newOwner}; retry once the next ring names its owner`,
+        { partition, ringEpoch: this.ringEpoch, ownerHint: released.newOwner },
       );
     }
+
+    return hosted;
+  }
+
+  /** The partition, released or not, unless it is outside 0..P-1 or not held here. */
+  private hostedOrRefuse(partition: number): Hosted {
+    this.checkPartition(partition);
 
     const hosted = this.hosted.get(partition);
     if (hosted === undefined) {
@@ -356,9 +480,43 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
   }
 
   private select(partitions: readonly number[] | undefined): Hosted[] {
-    if (partitions === undefined || partitions.length === 0) return [...this.hosted.values()];
+    const asked =
+      partitions === undefined || partitions.length === 0 ? this.partitions : partitions;
 
-    return [...new Set(partitions)].map((p) => this.held(p));
+    return [...new Set(asked)].map((p) => this.held(p));
+  }
+
+  private checkPartition(partition: number): void {
+    if (Number.isInteger(partition) && partition >= 0 && partition < this.partitionCount) return;
+
+    throw new ShardError(
+      'invalid-argument',
+      `partition ${partition} is outside 0..${this.partitionCount - 1}`,
+      { partition },
+    );
+  }
+
+  private checkAdoption(partition: number, ringEpoch: number): void {
+    this.checkPartition(partition);
+    if (this.hosted.has(partition)) {
+      throw new ShardError(
+        'invalid-argument',
+        `partition ${partition} is held here under ring epoch ${this.ringEpoch}; a shard cannot adopt its own partition`,
+        { partition },
+      );
+    }
+    if (this.ringEpoch > ringEpoch) {
+      throw new ShardError(
+        'epoch-mismatch',
+        `a move from ring epoch ${ringEpoch} is stale: this shard holds ring epoch ${this.ringEpoch}`,
+        { partition, ringEpoch: this.ringEpoch },
+      );
+    }
+    if (this.adopting.has(partition)) {
+      throw new ShardError('unavailable', `partition ${partition} is being adopted already`, {
+        partition,
+      });
+    }
   }
 
   private checkFencingToken(stamp: AckStamp): void {
@@ -397,58 +555,6 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
     this.options.logger.debug(
       { usedBytes: used, freedBytes: freed },
       'spilled closed periods to disk',
-    );
-  }
-}
-
-function checkPartitions(options: PartitionHostOptions): number[] {
-  const P = options.partitionCount;
-  if (!Number.isSafeInteger(P) || P < 1) {
-    throw new ShardError(
-      'invalid-argument',
-      `the partition count must be a positive integer, got ${P}`,
-    );
-  }
-
-  const partitions = options.partitions ?? Array.from({ length: P }, (_, p) => p);
-  for (const p of partitions) {
-    if (!Number.isInteger(p) || p < 0 || p >= P) {
-      throw new ShardError('invalid-argument', `partition ${p} is outside 0..${P - 1}`, {
-        partition: p,
-      });
-    }
-  }
-
-  return [...new Set(partitions)].sort((a, b) => a - b);
-}
-
-/**
- * The partition count and the allowed lateness are fixed when the state is
- * created: a period sealed under one lateness cannot be judged under another
- * (an event on time under the new one would never restate the sealed number).
- */
-async function checkFixedSettings(
-  store: LevelStateStore,
-  partitions: number,
-  allowedLatenessMs: number,
-): Promise<void> {
-  const meta = await store.getJson<{ partitions: number; allowedLatenessMs?: number }>(
-    NODE_META_KEY,
-  );
-  if (meta === undefined) {
-    await store.write([jsonPut(NODE_META_KEY, { partitions, allowedLatenessMs })]);
-    return;
-  }
-  if (meta.partitions !== partitions) {
-    throw new Error(
-      `[SL-CONFIG-001] this data directory was created with ${meta.partitions} partitions; ` +
-        `it cannot be opened with ${partitions} (the partition count never changes)`,
-    );
-  }
-  if (meta.allowedLatenessMs !== undefined && meta.allowedLatenessMs !== allowedLatenessMs) {
-    throw new Error(
-      `[SL-CONFIG-003] this data directory was created with an allowed lateness of ${formatDuration(meta.allowedLatenessMs)}; ` +
-        `it cannot be opened with ${formatDuration(allowedLatenessMs)} (the allowed lateness never changes)`,
     );
   }
 }

@@ -27,3 +27,17 @@ export function hourIndexOfKey(key: string): number {
 
   return (text.startsWith('-') ? -1 : 1) * Number(text.slice(1));
 }
+
+/** The last key that can sort into a partition's range: its prefix with '/' raised to '0'. */
+export const partitionRangeEnd = (partition: number): string =>
+  `${partitionPrefix(partition).slice(0, -1)}0`;
+
+/**
+ * Handoff marks live outside the partitions' ranges, so that they neither travel with a
+ * copy nor go when a range is dropped. `released`: the owner stopped serving the
+ * partition under a ring epoch. `adopted`: a complete copy of the partition was taken
+ * from its owner under a ring epoch, for the next ring.
+ */
+export const releasedKey = (partition: number): string => `handoff/released/${pad(partition, 5)}`;
+
+export const adoptedKey = (partition: number): string => `handoff/adopted/${pad(partition, 5)}`;

@@ -15,6 +15,7 @@ import { errorDetailTrailer, readErrorDetail } from './status-details.js';
 /** The one place where a kind becomes a gRPC status code. */
 const GRPC_STATUS: Readonly<Record<ShardErrorKind, grpc.status>> = {
   'not-owner': grpc.status.FAILED_PRECONDITION,
+  'partition-moving': grpc.status.FAILED_PRECONDITION,
   'epoch-mismatch': grpc.status.FAILED_PRECONDITION,
   'stale-fencing-token': grpc.status.FAILED_PRECONDITION,
   'sequence-gap': grpc.status.FAILED_PRECONDITION,
@@ -118,7 +119,8 @@ function errorOfDetail(detail: ErrorDetailWire, cause: grpc.ServiceError): Error
     return new ShardError('internal', detail.message, { cause });
   }
 
-  const aboutRing = kind === 'not-owner' || kind === 'epoch-mismatch';
+  const aboutRing =
+    kind === 'not-owner' || kind === 'partition-moving' || kind === 'epoch-mismatch';
 
   return new ShardError(kind, text, {
     cause,
