@@ -1,7 +1,9 @@
 /**
  * `speedlayer shard`: the shard process role. It registers its membership in etcd, waits
  * for the ring the elected coordinator writes, holds the partitions the ring assigns to
- * it in a {@link PartitionHost}, and serves them with a {@link ShardServer}.
+ * it in a {@link PartitionHost}, and serves them with a {@link ShardServer}. With a
+ * warehouse (--postgres) the same port also serves Ingest, judged by this node's router
+ * and routed to the partitions' owners, and Query.
  *
  * Note: partition handoff is not built yet (docs/cluster.md). When the ring changes, the
  * shard reopens its host under the new epoch only when its own partition set is
@@ -32,6 +34,8 @@ import {
   type Subscription,
 } from '../ring/index.js';
 import { PartitionHost } from '../shard/partition-host.js';
+import { INGEST_SERVICE } from '../transport/ingest-server.js';
+import { RingView } from '../transport/routing-table.js';
 import { ShardServer } from '../transport/shard-server.js';
 import { CommandExit } from './io.js';
 import {
@@ -41,8 +45,14 @@ import {
   portFlag,
   urlListFlag,
 } from './process-support.js';
+import {
+  ShardIngest,
+  ingestSettingsOf,
+  withIngestFlags,
+  type IngestFlags,
+} from './shard-ingest.js';
 
-interface ShardFlags {
+interface ShardFlags extends IngestFlags {
   id: string;
   etcd: string[];
   cluster: string;
@@ -69,10 +79,17 @@ coordinator then holds rounds back rather than publish an undercount).
 
 Restarts: a shard restarted with a fixed --port (and no --advertise) takes its
 registration over from its previous incarnation at once; otherwise it waits for the
-previous lease to expire (--lease-ttl) before it registers again.`;
+previous lease to expire (--lease-ttl) before it registers again.
+
+Ingest: with --postgres (or SPEEDLAYER_POSTGRES_URL) the port also serves
+speedlayer.v1.Ingest and speedlayer.v1.Query. Events are judged here (--watermark,
+--restatement-horizon, --max-future-skew, --max-out-of-orderness), routed to the
+shards that own their partitions, and acknowledged once durable there; rejected ones
+go to the dead-letter table. The router's position is kept in <data-dir>/router.json.
+Without a warehouse the shard serves the Shard service only.`;
 
 export function shardCommand(): Command {
-  return new Command('shard')
+  const command = new Command('shard')
     .description(
       'run a shard: register in etcd, wait for the ring to assign partitions, and serve them over gRPC (Shard service, health, reflection) until SIGINT or SIGTERM',
     )
@@ -106,10 +123,12 @@ export function shardCommand(): Command {
         .default(5000, '5s'),
     )
     .option('--log-level <level>', 'pino log level on stderr', 'info')
-    .addHelpText('after', HANDOFF_NOTE)
-    .action(async (flags: ShardFlags) => {
-      await runShard(flags, createLogger({ level: flags.logLevel }));
-    });
+    .addHelpText('after', HANDOFF_NOTE);
+  withIngestFlags(command);
+
+  return command.action(async (flags: ShardFlags) => {
+    await runShard(flags, createLogger({ level: flags.logLevel }));
+  });
 }
 
 /** Why the shard stops: a signal (exit 0) or a failure it cannot recover from (exit 1). */
@@ -125,6 +144,8 @@ async function runShard(flags: ShardFlags, base: Logger): Promise<void> {
       `--lease-ttl must be at least ${MIN_LEASE_TTL_SECONDS}s, got ${formatDuration(flags.leaseTtl)}`,
     );
   }
+  // Checked before anything opens, so that a wrong flag stops the shard at once.
+  ingestSettingsOf(flags, flags.partitions, flags.allowedLateness);
 
   let stop!: (reason: StopReason) => void;
   const stopped = new Promise<StopReason>((resolve) => (stop = resolve));
@@ -156,6 +177,10 @@ class ShardRole {
   private store: EtcdCoordinationStore | undefined;
   private membership: Membership | undefined;
   private subscription: Subscription | undefined;
+  private shardsSubscription: Subscription | undefined;
+  /** The ring and the shards' addresses, as the ingest router routes by them. */
+  private readonly routing = new RingView();
+  private ingest: ShardIngest | undefined;
   /** The ring epoch and partitions the host holds, once assigned. */
   private assigned: { epoch: number; partitions: number[] } | undefined;
   /** Ring changes are handled one at a time, in order. */
@@ -187,11 +212,13 @@ class ShardRole {
   private async begin(isStopping: () => boolean): Promise<void> {
     const f = this.flags;
     this.host = await this.openHost([], 0);
+    this.ingest = await this.openIngest();
     this.server = await ShardServer.start({
       host: this.host,
       address: `${hostPart(f.host)}:${f.port}`,
       logger: this.logger,
       serving: false,
+      services: this.ingest?.services,
     });
     const address = f.advertise ?? this.server.address;
 
@@ -227,11 +254,45 @@ class ShardRole {
     this.logger.info({ shardId: f.id, address }, 'waiting for ring assignment');
 
     this.subscription = await this.store.watchRing((ring) => {
+      this.routing.setRing(ring);
       this.queue = this.queue.then(() => this.onRing(ring)).catch((err: unknown) => this.fail(err));
     });
     this.subscription.on('failure', (err) =>
       this.logger.warn({ err }, 'ring watch failed; retrying'),
     );
+    if (this.ingest !== undefined) {
+      // The ingest router reaches the other owners at the addresses they registered.
+      this.shardsSubscription = await this.store.watchShards((shards) =>
+        this.routing.setAddresses(shards),
+      );
+      this.shardsSubscription.on('failure', (err) =>
+        this.logger.warn({ err }, 'shard membership watch failed; retrying'),
+      );
+    }
+  }
+
+  /** The Ingest and Query services, when a warehouse is given; logs that ingest is off otherwise. */
+  private async openIngest(): Promise<ShardIngest | undefined> {
+    const f = this.flags;
+    if (f.postgres === undefined) {
+      this.logger.info(
+        { shardId: f.id },
+        'ingest off: no --postgres, so this port serves the Shard service only',
+      );
+      return undefined;
+    }
+
+    const ingest = await ShardIngest.open(f, {
+      nodeId: f.id,
+      dataDir: f.dataDir,
+      settings: ingestSettingsOf(f, f.partitions, f.allowedLateness),
+      ring: this.routing,
+      localHost: () => this.server?.host,
+      logger: this.baseLogger,
+    });
+    this.routing.onChange(() => this.server?.setServiceServing(INGEST_SERVICE, true));
+
+    return ingest;
   }
 
   /** Stops the server, checkpoints and closes the host, releases the membership. */
@@ -244,8 +305,13 @@ class ShardRole {
   private async shutdown(): Promise<void> {
     await this.starting?.catch(() => undefined);
     await this.subscription?.close().catch((err: unknown) => this.warn(err, 'closing ring watch'));
+    await this.shardsSubscription
+      ?.close()
+      .catch((err: unknown) => this.warn(err, 'closing membership watch'));
     await this.queue;
     await this.server?.close();
+    // After the server: calls in flight had the grace time to be acknowledged.
+    await this.ingest?.close().catch((err: unknown) => this.warn(err, 'closing ingest'));
     const host = this.server?.host ?? this.host;
     if (host !== undefined) {
       await host.checkpoint().catch((err: unknown) => this.warn(err, 'final checkpoint failed'));
