@@ -36,6 +36,7 @@ import protobuf from 'protobufjs';
 import type { PartitionAck } from '../coordinator/coordinator.js';
 import type { RejectReason } from '../ingest/types.js';
 import { parsePeriodKey, periodKey, type Period, type PeriodType } from '../periods/index.js';
+import type { PartitionChunk } from '../shard/partition-copy.js';
 import type { PartitionBatch, PartitionReport, PeriodChange } from '../shard/types.js';
 import type {
   CurrentRow,
@@ -370,6 +371,38 @@ export interface CheckpointResponseWire {
   readonly partitions: readonly number[];
 }
 
+export interface AdoptRequestWire {
+  readonly ring_epoch: number;
+  readonly partition: number;
+  readonly from: string;
+  readonly to: string;
+}
+
+export interface AdoptResponseWire {
+  readonly partition: number;
+  readonly entries: number;
+  readonly bytes: number;
+}
+
+export interface ReleaseRequestWire {
+  readonly ring_epoch: number;
+  readonly partition: number;
+  readonly new_owner: string;
+}
+
+export interface PartitionEntryWire {
+  readonly key: string;
+  readonly value: Uint8Array;
+}
+
+export interface PartitionChunkWire {
+  readonly partition: number;
+  readonly entries: readonly PartitionEntryWire[];
+  readonly last: boolean;
+  readonly total_entries: number;
+  readonly total_bytes: number;
+}
+
 // coordinator.proto
 
 export type StatusRequestWire = Record<string, never>;
@@ -544,6 +577,8 @@ export type ShardClient = grpc.Client & {
   Counts: UnaryClientMethod<CountsRequestWire, CountsResponseWire>;
   Acknowledge: UnaryClientMethod<AckRequestWire, AckResponseWire>;
   Checkpoint: UnaryClientMethod<CheckpointRequestWire, CheckpointResponseWire>;
+  Adopt: UnaryClientMethod<AdoptRequestWire, AdoptResponseWire>;
+  Release: ServerStreamClientMethod<ReleaseRequestWire, PartitionChunkWire>;
 };
 
 export type ShardHandlers = {
@@ -552,6 +587,8 @@ export type ShardHandlers = {
   Counts: grpc.handleUnaryCall<CountsRequestWire, CountsResponseWire>;
   Acknowledge: grpc.handleUnaryCall<AckRequestWire, AckResponseWire>;
   Checkpoint: grpc.handleUnaryCall<CheckpointRequestWire, CheckpointResponseWire>;
+  Adopt: grpc.handleUnaryCall<AdoptRequestWire, AdoptResponseWire>;
+  Release: grpc.handleServerStreamingCall<ReleaseRequestWire, PartitionChunkWire>;
 };
 
 export type CoordinatorClient = grpc.Client & {
@@ -794,6 +831,26 @@ export function partitionAckFromWire(wire: PartitionAckWire): PartitionAck {
     partition: wire.partition,
     seals: wire.seals.map(periodKeyFromWire),
     changes: wire.changes.map(periodChangeFromWire),
+  };
+}
+
+export function partitionChunkToWire(chunk: PartitionChunk): PartitionChunkWire {
+  return {
+    partition: chunk.partition,
+    entries: chunk.entries.map((e) => ({ key: e.key, value: e.value })),
+    last: chunk.last,
+    total_entries: chunk.totalEntries,
+    total_bytes: chunk.totalBytes,
+  };
+}
+
+export function partitionChunkFromWire(wire: PartitionChunkWire): PartitionChunk {
+  return {
+    partition: wire.partition,
+    entries: wire.entries.map((e) => ({ key: e.key, value: e.value })),
+    last: wire.last,
+    totalEntries: wire.total_entries,
+    totalBytes: wire.total_bytes,
   };
 }
 

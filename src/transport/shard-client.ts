@@ -5,6 +5,7 @@
 import * as grpc from '@grpc/grpc-js';
 
 import type { PartitionAck } from '../coordinator/coordinator.js';
+import type { AdoptOutcome, PartitionChunk } from '../shard/partition-copy.js';
 import type { PartitionCounts, RouteOutcome } from '../shard/partition-host.js';
 import type { RouteStamp } from '../shard/partition-ledger.js';
 import type { PartitionBatch, PartitionReport } from '../shard/types.js';
@@ -14,12 +15,15 @@ import {
   loadSpeedlayerProtos,
   partitionAckToWire,
   partitionBatchToWire,
+  partitionChunkFromWire,
   partitionCountsFromWire,
   periodKeyToWire,
   reportFromWire,
   type AckResponseWire,
+  type AdoptResponseWire,
   type CheckpointResponseWire,
   type CountsResponseWire,
+  type PartitionChunkWire,
   type ReportResponseWire,
   type RouteAckWire,
   type ShardClient,
@@ -77,6 +81,25 @@ export interface RouteCall {
   readonly ringEpoch: number;
   readonly stamp: RouteStamp;
   readonly batch: PartitionBatch;
+}
+
+/** A partition to take over from its owner (see {@link ShardRpcClient.adopt}). */
+export interface AdoptCall {
+  /** The ring epoch the owner holds the partition under. */
+  readonly ringEpoch: number;
+  readonly partition: number;
+  /** Where the owner listens. */
+  readonly from: string;
+  /** Where the adopting shard is registered; the owner names it to senders. */
+  readonly to: string;
+}
+
+/** A partition whose owner is to stop serving it (see {@link ShardRpcClient.release}). */
+export interface ReleaseCall {
+  readonly ringEpoch: number;
+  readonly partition: number;
+  /** Where the next owner listens. */
+  readonly newOwner: string;
 }
 
 type Start<Res> = (
@@ -179,6 +202,54 @@ export class ShardRpcClient {
     );
 
     return [...response.partitions];
+  }
+
+  /** Asks the shard to take a partition over from its owner; resolves once the copy is durable. */
+  async adopt(call: AdoptCall, deadlineMs: number): Promise<AdoptOutcome> {
+    const request = {
+      ring_epoch: call.ringEpoch,
+      partition: call.partition,
+      from: call.from,
+      to: call.to,
+    };
+    const response = await this.invoke<AdoptResponseWire>('Adopt', deadlineMs, (m, o, cb) =>
+      this.client.Adopt(request, m, o, cb),
+    );
+
+    return { partition: response.partition, entries: response.entries, bytes: response.bytes };
+  }
+
+  /**
+   * Asks the owner to stop serving a partition and yields its state as it streams in.
+   * Failures are rethrown typed; ending the iteration early, or `signal`, cancels the
+   * stream.
+   */
+  async *release(
+    call: ReleaseCall,
+    deadlineMs: number,
+    signal?: AbortSignal,
+  ): AsyncGenerator<PartitionChunk> {
+    const request = {
+      ring_epoch: call.ringEpoch,
+      partition: call.partition,
+      new_owner: call.newOwner,
+    };
+    const stream = this.client.Release(request, new grpc.Metadata(), {
+      deadline: Date.now() + deadlineMs,
+    });
+    const cancel = (): void => stream.cancel();
+    signal?.addEventListener('abort', cancel, { once: true });
+
+    try {
+      for await (const wire of stream as AsyncIterable<PartitionChunkWire>) {
+        yield partitionChunkFromWire(wire);
+      }
+    } catch (err) {
+      rethrowGrpcError(err, `Release to shard ${this.address}`);
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+      stream.cancel();
+    }
   }
 
   /** Closes the channel; calls in flight fail. Safe to call twice. */

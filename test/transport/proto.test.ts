@@ -177,8 +177,10 @@ describe('loadSpeedlayerProtos', () => {
     expect(methods(protos.ingest)).toEqual(['Finish', 'Send', 'SendStream']);
     expect(methods(protos.shard)).toEqual([
       'Acknowledge',
+      'Adopt',
       'Checkpoint',
       'Counts',
+      'Release',
       'Report',
       'Route',
     ]);
@@ -198,9 +200,12 @@ describe('loadSpeedlayerProtos', () => {
   it('marks the streaming methods as streams', () => {
     const send = protos.ingest.definition.SendStream;
     const watch = protos.query.definition.WatchVersions;
+    const release = protos.shard.definition.Release;
 
     expect([send.requestStream, send.responseStream]).toEqual([true, true]);
     expect([watch.requestStream, watch.responseStream]).toEqual([false, true]);
+    expect([release.requestStream, release.responseStream]).toEqual([false, true]);
+    expect(protos.shard.definition.Adopt.responseStream).toBe(false);
     expect(protos.query.definition.Current.responseStream).toBe(false);
   });
 
