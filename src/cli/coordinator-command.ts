@@ -1,16 +1,27 @@
 /**
  * `speedlayer coordinator`: the coordinator process role. A {@link CoordinatorService}
  * over the warehouse campaigns in etcd, and while elected writes the ring and runs rounds
- * against the shards; while another process leads it stands by. With --query-port it
- * also serves the Query service over the same warehouse.
+ * against the shards; while another process leads it stands by. Each listener is opt-in:
+ *
+ * - `--port`: the Coordinator service (`Status`), with health checking and reflection;
+ *   a standby answers it too, from the status the leader stores in etcd;
+ * - `--query-port`: the Query service over the same warehouse, on a server of its own;
+ * - `--metrics-port`: Prometheus metrics at `/metrics` (see `coordinator-metrics.ts`).
  */
 import { Command, Option } from 'commander';
 
+import { CoordinatorMetrics } from '../coordinator/coordinator-metrics.js';
 import { CoordinatorService } from '../coordinator/coordinator-service.js';
 import { ENGINE_DEFAULTS, durationFlag, formatDuration } from '../config/index.js';
-import { createLogger } from '../observability/index.js';
+import {
+  createLogger,
+  createMetricsRegistry,
+  startMetricsServer,
+  type MetricsServer,
+} from '../observability/index.js';
 import { MIN_LEASE_TTL_SECONDS } from '../ring/index.js';
 import { startQueryServer, type QueryServer } from '../transport/query-server.js';
+import { startCoordinatorServer, type CoordinatorServer } from '../transport/status-service.js';
 import { CommandExit } from './io.js';
 import {
   hostPart,
@@ -29,8 +40,12 @@ interface CoordinatorFlags extends StoreFlags {
   allowedLateness: number;
   roundInterval: number;
   leaseTtl: number;
+  host: string;
+  port?: number;
   queryHost: string;
   queryPort?: number;
+  metricsHost: string;
+  metricsPort?: number;
   logLevel: string;
 }
 
@@ -61,8 +76,20 @@ export function coordinatorCommand(): Command {
         .argParser(durationFlag)
         .default(5000, '5s'),
     )
+    .option('--host <host>', 'address the Coordinator service listens on', '127.0.0.1')
+    .option(
+      '--port <port>',
+      'serve the Coordinator service (Status, health, reflection) on this port; 0 picks a free one',
+      portFlag,
+    )
     .option('--query-host <host>', 'address the Query service listens on', '127.0.0.1')
     .option('--query-port <port>', 'also serve the Query service on this port', portFlag)
+    .option('--metrics-host <host>', 'address the metrics endpoint listens on', '127.0.0.1')
+    .option(
+      '--metrics-port <port>',
+      'serve Prometheus metrics at http://HOST:PORT/metrics; 0 picks a free one',
+      portFlag,
+    )
     .option('--log-level <level>', 'pino log level on stderr', 'info');
   withStoreFlags(command);
 
@@ -75,6 +102,7 @@ export function coordinatorCommand(): Command {
       );
     }
     if (flags.roundInterval <= 0) throw new CommandExit(2, '--round-interval must be positive');
+    checkPorts(flags);
 
     // The service names its own component; the process's own lines say 'coordinator'.
     const base = createLogger({ level: flags.logLevel });
@@ -82,6 +110,8 @@ export function coordinatorCommand(): Command {
     const signal = nextSignal();
     const warehouse = await openWarehouse(flags);
     let query: QueryServer | undefined;
+    let status: CoordinatorServer | undefined;
+    let metrics: MetricsServer | undefined;
     let service: CoordinatorService | undefined;
 
     try {
@@ -101,7 +131,26 @@ export function coordinatorCommand(): Command {
           if (to === 'stopping') resolve('gave-up');
         }),
       );
+      if (flags.metricsPort !== undefined) {
+        const registry = createMetricsRegistry({ labels: { candidate_id: flags.id } });
+        new CoordinatorMetrics(registry).observe(service);
+        metrics = await startMetricsServer({
+          registry,
+          host: flags.metricsHost,
+          port: flags.metricsPort,
+          logger,
+        });
+      }
       await service.start();
+      if (flags.port !== undefined) {
+        const source = service;
+        status = await startCoordinatorServer({
+          address: `${hostPart(flags.host)}:${flags.port}`,
+          source: () => source.status(),
+          answeredBy: flags.id,
+          logger: base.child({ component: 'coordinator-server' }),
+        });
+      }
       if (flags.queryPort !== undefined) {
         query = await startQueryServer({
           warehouse,
@@ -116,10 +165,31 @@ export function coordinatorCommand(): Command {
       }
       logger.info({ signal: reason }, 'stop signal received');
     } finally {
+      await status?.close();
       await service?.close();
       await query?.close();
+      await metrics?.close();
       await warehouse.close();
       logger.info({ candidateId: flags.id }, 'coordinator stopped');
     }
   });
+}
+
+/** Two listeners on one fixed host and port would fail at the second bind, less clearly. */
+function checkPorts(flags: CoordinatorFlags): void {
+  const listeners = [
+    { flag: '--port', host: flags.host, port: flags.port },
+    { flag: '--query-port', host: flags.queryHost, port: flags.queryPort },
+    { flag: '--metrics-port', host: flags.metricsHost, port: flags.metricsPort },
+  ].filter((l) => l.port !== undefined && l.port !== 0);
+
+  for (const [i, a] of listeners.entries()) {
+    const clash = listeners.slice(i + 1).find((b) => b.port === a.port && b.host === a.host);
+    if (clash !== undefined) {
+      throw new CommandExit(
+        2,
+        `${a.flag} and ${clash.flag} are both ${a.host}:${a.port}: give each its own port`,
+      );
+    }
+  }
 }

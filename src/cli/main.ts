@@ -7,6 +7,7 @@ import { fileCommand, filingsCommand, queryCommand, rejectsCommand } from './que
 import { replayCommand } from './replay-command.js';
 import { serveQueryCommand } from './serve-query-command.js';
 import { shardCommand } from './shard-command.js';
+import { statusCommand } from './status-command.js';
 
 /** Builds the `speedlayer` command line. */
 export function buildProgram(io: CliIo = processIo): Command {
@@ -28,6 +29,7 @@ export function buildProgram(io: CliIo = processIo): Command {
     serveQueryCommand(),
     shardCommand(),
     coordinatorCommand(),
+    statusCommand(io),
   ]) {
     program.addCommand(
       command.configureOutput({

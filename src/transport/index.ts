@@ -120,3 +120,24 @@ export { rethrowGrpcError as rethrowShardGrpcError, toShardError } from './shard
 export { ShardServer, shardHandlers } from './shard-server.js';
 export type { ShardServerOptions } from './shard-server.js';
 export { readErrorDetail, errorDetailTrailer } from './status-details.js';
+export { StatusCallError, fetchStatus } from './status-client.js';
+export type { StatusClientOptions } from './status-client.js';
+export {
+  COORDINATOR_PROTO_FILE,
+  COORDINATOR_SERVICE,
+  STATUS_ERROR_CODES,
+  addStatusService,
+  startCoordinatorServer,
+  statusFromWire,
+  statusHandlers,
+  statusToWire,
+  storeStatusSource,
+} from './status-service.js';
+export type {
+  CoordinatorServer,
+  CoordinatorServerOptions,
+  PartitionStatusView,
+  StatusServiceOptions,
+  StatusSource,
+  StatusView,
+} from './status-service.js';
