@@ -270,7 +270,9 @@ export class PartitionDelivery {
     // Refusals that no wait can fix are an operator's to look at; the batch is kept.
     const transient =
       !isShardError(err) ||
-      ['unavailable', 'store-failed', 'not-owner', 'epoch-mismatch'].includes(err.kind);
+      err.retryable ||
+      err.kind === 'not-owner' ||
+      err.kind === 'epoch-mismatch';
     if (transient) this.options.logger.warn(fields, 'owner unreachable; retrying');
     else this.options.logger.error(fields, 'owner refused a routed batch; retrying');
   }
