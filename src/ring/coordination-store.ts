@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { silentLogger } from '../observability/index.js';
 import { RingError } from './errors.js';
 import {
+  PENDING_RING_KEY,
   RING_KEY,
   SHARDS_PREFIX,
   STATUS_KEY,
@@ -22,6 +23,7 @@ import {
   type StoredRing,
 } from './etcd-keys.js';
 import { EtcdLeadership, readLeader } from './etcd-leadership.js';
+import { EtcdPendingRing } from './etcd-pending-ring.js';
 import { EtcdMembership, type RegisterShardOptions } from './etcd-membership.js';
 import {
   fromEtcdError,
@@ -184,6 +186,14 @@ export interface CoordinationStore {
    * 'stale-epoch' (or 'not-leader' when the guarding leadership is gone).
    */
   writeRing(ring: Ring, options: WriteRingOptions): Promise<void>;
+  /** The ring the leader is moving partitions to, while a move is under way. */
+  readPendingRing(): Promise<Ring | undefined>;
+  /**
+   * Records `next` as the pending ring, under the same compare-and-swap as
+   * {@link writeRing}: the stored ring must be at `options.expectEpoch`, `next.epoch` that
+   * plus one, and no other ring pending (else 'stale-epoch'). The next ring write ends it.
+   */
+  writePendingRing(next: Ring, options: WriteRingOptions): Promise<void>;
   /** Calls `onChange` with the stored ring now (if there is one) and after every write. */
   watchRing(onChange: (ring: Ring) => void): Promise<Subscription>;
   /** Resolves once `candidateId` leads; until then it waits behind the older candidates. */
@@ -280,6 +290,7 @@ export function resolveEtcdCoordinationStoreOptions(
 /** The coordination store over etcd (v3 API, through the etcd3 client). */
 export class EtcdCoordinationStore implements CoordinationStore {
   private readonly ctx: EtcdContext;
+  private readonly pendingRing: EtcdPendingRing;
   private readonly children = new Set<Closable>();
   /** How handles join and leave {@link children}, the set that close() closes. */
   private readonly lifecycle: Lifecycle = {
@@ -302,6 +313,7 @@ export class EtcdCoordinationStore implements CoordinationStore {
       requestTimeoutMs: options.requestTimeoutMs,
       logger: options.logger,
     };
+    this.pendingRing = new EtcdPendingRing(this.ctx, () => this.readStoredRing());
   }
 
   /** Connects and checks that etcd answers; rejects with 'unavailable' if it does not. */
@@ -402,7 +414,11 @@ export class EtcdCoordinationStore implements CoordinationStore {
         ? this.ns.if(RING_KEY, 'Create', '==', 0)
         : this.ns.if(RING_KEY, 'Mod', '==', current.modRevision);
     if (guard !== undefined) txn.and(guard.key, 'Create', '==', guard.fencingToken);
-    txn.then(this.ns.put(RING_KEY).value(encodeRing(ring, writeId)));
+    // A new ring ends any move that was pending over the old one.
+    txn.then(
+      this.ns.put(RING_KEY).value(encodeRing(ring, writeId)),
+      this.ns.delete().key(PENDING_RING_KEY),
+    );
 
     if (!(await this.commitRing(txn, writeId, ring.epoch))) {
       await this.explainRefusedWrite(writeId, expectEpoch, guard);
@@ -412,6 +428,21 @@ export class EtcdCoordinationStore implements CoordinationStore {
       { epoch: ring.epoch, partitions: ring.partitions, shards: shardsOf(ring).length },
       'ring written',
     );
+  }
+
+  async readPendingRing(): Promise<Ring | undefined> {
+    this.assertOpen();
+
+    return (await this.pendingRing.read())?.ring;
+  }
+
+  async writePendingRing(next: Ring, options: WriteRingOptions): Promise<void> {
+    this.assertOpen();
+    checkRingWrite(next, options.expectEpoch);
+    const guard =
+      options.leadership === undefined ? undefined : this.leaderGuard(options.leadership);
+
+    await this.pendingRing.write(next, guard);
   }
 
   watchRing(onChange: (ring: Ring) => void): Promise<Subscription> {

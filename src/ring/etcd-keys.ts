@@ -4,6 +4,8 @@
  * - `shards/<shardId>`: `{"shardId","address"}`, bound to the shard's lease;
  * - `ring`: `{"epoch","partitions","owners","writeId"}`; `writeId` names the write that
  *   stored it, so that a writer whose answer was lost can tell whether it landed;
+ * - `pending-ring`: the ring the leader is moving partitions to, encoded as the ring is,
+ *   while a move is under way (see `etcd-pending-ring.ts`); a ring write deletes it;
  * - `election/<electionName>/<leaseId>`: a candidate's id, bound to its lease;
  * - `status`: the leader's status record (see `status-record.ts`), rewritten after its
  *   rounds while the leader's election key exists.
@@ -14,6 +16,7 @@ import { revisionNumber } from './etcd-support.js';
 import { ringProblem, type Ring } from './ring.js';
 
 export const RING_KEY = 'ring';
+export const PENDING_RING_KEY = 'pending-ring';
 export const SHARDS_PREFIX = 'shards/';
 export const STATUS_KEY = 'status';
 
