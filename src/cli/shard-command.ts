@@ -220,6 +220,9 @@ class ShardRole {
       serving: false,
       services: this.ingest?.services,
     });
+    if (this.ingest !== undefined) {
+      this.server.setServiceServing(INGEST_SERVICE, this.ingest.router.ready);
+    }
     const address = f.advertise ?? this.server.address;
 
     this.store = await EtcdCoordinationStore.open({

@@ -141,3 +141,21 @@ export type {
   StatusSource,
   StatusView,
 } from './status-service.js';
+export { MAX_EVENTS_PER_REQUEST, MAX_UNREADABLE_PER_REQUEST } from './ingest-batch.js';
+export { IngestError, asIngestError, ingestStatus } from './ingest-errors.js';
+export type { IngestErrorKind } from './ingest-errors.js';
+export { INGEST_WATERMARK_MODES, IngestRouter } from './ingest-router.js';
+export type {
+  DeadLetterSink,
+  IngestRouterOptions,
+  IngestSettings,
+  IngestWatermarkMode,
+} from './ingest-router.js';
+export { INGEST_SERVICE, ingestHandlers, ingestService } from './ingest-server.js';
+export type { IngestServiceOptions } from './ingest-server.js';
+export { PartitionDelivery, concatPartitionBatches } from './partition-delivery.js';
+export type { PartitionDeliveryOptions } from './partition-delivery.js';
+export { queryService } from './query-server.js';
+export { RingView } from './routing-table.js';
+export type { RingSource, RoutingTable } from './routing-table.js';
+export type { ServedService } from './served-service.js';

@@ -58,7 +58,15 @@ interface Outbox {
 interface OwnerHealth {
   sinceMs: number;
   failures: number;
+  /** Whether 'owner unreachable' was logged for this outage. */
+  logged: boolean;
 }
+
+/**
+ * How long an owner may fail before it is logged as unreachable: a shard reopening its
+ * partitions under a new ring epoch refuses routes for a moment, and that is no outage.
+ */
+const UNREACHABLE_AFTER_MS = 1000;
 
 /** The FIFOs of one node's partition streams and the loops that drain them. */
 export class PartitionDelivery {
@@ -259,20 +267,24 @@ export class PartitionDelivery {
     table: RoutingTable | undefined,
     err: unknown,
   ): void {
-    const health = this.failing.get(owner);
-    if (health !== undefined) {
-      health.failures++;
-      return;
+    const now = Date.now();
+    let health = this.failing.get(owner);
+    if (health === undefined) {
+      health = { sinceMs: now, failures: 0, logged: false };
+      this.failing.set(owner, health);
     }
+    health.failures++;
 
-    this.failing.set(owner, { sinceMs: Date.now(), failures: 1 });
-    const fields = { owner, partition, ringEpoch: table?.ring.epoch, err };
-    // Refusals that no wait can fix are an operator's to look at; the batch is kept.
+    // Refusals that no wait can fix are an operator's to look at at once; the batch is kept.
     const transient =
       !isShardError(err) ||
       err.retryable ||
       err.kind === 'not-owner' ||
       err.kind === 'epoch-mismatch';
+    if (health.logged || (transient && now - health.sinceMs < UNREACHABLE_AFTER_MS)) return;
+
+    health.logged = true;
+    const fields = { owner, partition, ringEpoch: table?.ring.epoch, err };
     if (transient) this.options.logger.warn(fields, 'owner unreachable; retrying');
     else this.options.logger.error(fields, 'owner refused a routed batch; retrying');
   }
@@ -282,6 +294,7 @@ export class PartitionDelivery {
     if (health === undefined) return;
 
     this.failing.delete(owner);
+    if (!health.logged) return;
     this.options.logger.info(
       { owner, downMs: Date.now() - health.sinceMs, failedAttempts: health.failures },
       'owner recovered',
