@@ -157,7 +157,13 @@ export class IngestCluster {
     const fence = { ringEpoch: RING.epoch, fencingToken: 1 };
     await warehouse.claimFence(fence);
     const addresses = RING.owners.map((owner) => (owner === 'shard-a' ? a.address : b.address));
-    const port = new GrpcPartitionsPort({ addresses, fence, logger: silentLogger() });
+    // A loaded machine must not make a shard miss a round's report deadline.
+    const port = new GrpcPartitionsPort({
+      addresses,
+      fence,
+      reportDeadlineMs: 15_000,
+      logger: silentLogger(),
+    });
     cleanups.push(() => port.close());
     const coordinator = new Coordinator(port, warehouse, {
       allowedLatenessMs: SETTINGS.allowedLatenessMs,

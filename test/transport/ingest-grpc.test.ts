@@ -12,6 +12,8 @@
  * - an owner shard stopped mid-stream: acks wait, a Send past its deadline fails; the
  *   shard restarts on its port and data directory, the pending acks arrive, and every
  *   acknowledged event is counted; a restarted router restores its watermark;
+ * - wall-clock mode: the idle wall clock seals an hour with no further input;
+ *   receive-time mode: a batch with no events and a clock_ms seals it;
  * - malformed requests are INVALID_ARGUMENT, a node without a ring UNAVAILABLE; health
  *   and reflection list Ingest beside Shard.
  */
@@ -26,7 +28,8 @@ import type { EventBatch } from '../../src/ingest/types.js';
 import { silentLogger } from '../../src/observability/index.js';
 import type { CurrentRow, VersionRow } from '../../src/sink/index.js';
 import { Warehouse } from '../../src/sink/warehouse.js';
-import { IngestRouter } from '../../src/transport/ingest-router.js';
+import { periodKey } from '../../src/periods/index.js';
+import { IngestRouter, type IngestWatermarkMode } from '../../src/transport/ingest-router.js';
 import { ingestService } from '../../src/transport/ingest-server.js';
 import type {
   EventBatchRequestWire,
@@ -269,6 +272,49 @@ function expectAck(ack: IngestAckWire, batch: TestBatch): void {
   for (const r of ack.rejected) expect(r.detail).not.toBe('');
 }
 
+interface SoloNode {
+  readonly router: IngestRouter;
+  readonly shard: TestShard;
+  readonly client: Ingest;
+}
+
+/** One shard that owns every partition and serves Ingest itself. */
+async function soloNode(
+  dir: string,
+  watermark: IngestWatermarkMode,
+  now: () => number,
+  clockTickMs = 1000,
+  ring = new RingView({ ring: { epoch: 1, partitions: P, owners: Array(P).fill('solo') } }),
+): Promise<SoloNode> {
+  const local: { shard?: TestShard } = {};
+  const router = await IngestRouter.open({
+    ...SETTINGS,
+    nodeId: 'solo',
+    watermark,
+    ring,
+    localHost: () => local.shard?.server.host,
+    deadLetters: { recordRejects: () => Promise.resolve() },
+    logger: silentLogger(),
+    now,
+    clockTickMs,
+  });
+  cleanups.push(() => router.close());
+  const shard = await TestShard.start(dir, [0, 1, 2, 3], {
+    services: [ingestService({ router, logger: silentLogger() })],
+  });
+  local.shard = shard;
+
+  return { router, shard, client: new Ingest(shard.address) };
+}
+
+async function eventually(what: string, probe: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
 function grpcCode(err: unknown): number | undefined {
   return (err as grpc.ServiceError).code;
 }
@@ -371,25 +417,57 @@ describe('Ingest service', () => {
     expect(again.senderId).not.toBe(cluster.router.senderId);
   });
 
+  it('moves the watermark with the idle wall clock, and with a batch clock in receive-time mode', async () => {
+    const dir = await tempDir('speedlayer-ingest-clock-');
+    let wallMs = MONDAY + 10 * HOUR + 30 * MIN;
+    const closed = MONDAY + 11 * HOUR + SETTINGS.allowedLatenessMs;
+    const hourKey = periodKey({ type: 'hour', startMs: MONDAY + 10 * HOUR });
+    const sealed = async (node: SoloNode): Promise<boolean> => {
+      const reports = await node.shard.server.host.reports();
+      return (
+        reports.every((r) => r.watermarkMs >= closed) &&
+        reports.some((r) => r.seals.some((seal) => seal.key === hourKey))
+      );
+    };
+    const live = await soloNode(path.join(dir, 'live'), 'wall-clock', () => wallMs, 20);
+    const replay = await soloNode(path.join(dir, 'replay'), 'receive-time', () => NOW);
+    // One event per partition in the hour; no receive time: it arrives now.
+    const users = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+    const events = users.map((u, i) => ({
+      user_id: u,
+      event_time_ms: MONDAY + 10 * HOUR + i * MIN,
+      event_id: '',
+      attributes: {},
+      line: i + 1,
+    }));
+    const batch = { batch_id: 'b', source: 's', events, unreadable: [] };
+
+    await live.client.send(batch);
+    expect(await sealed(live)).toBe(false);
+    // The watermark trails the clock by the out-of-orderness bound.
+    wallMs = closed + SETTINGS.maxOutOfOrdernessMs + MIN;
+    await eventually('the idle hour sealed by the wall clock', async () => sealed(live));
+    expect(live.router.watermarkMs).toBeGreaterThanOrEqual(closed);
+
+    await replay.client.send({
+      ...batch,
+      events: events.map((e) => ({ ...e, received_time_ms: e.event_time_ms })),
+    });
+    expect(await sealed(replay)).toBe(false);
+    await replay.client.send({
+      ...batch,
+      batch_id: 'idle',
+      events: [],
+      clock_ms: closed + SETTINGS.maxOutOfOrdernessMs,
+    });
+    expect(await sealed(replay)).toBe(true);
+    expect(replay.router.watermarkMs).toBe(closed);
+  });
+
   it('refuses malformed requests, and takes batches only once it has a ring', async () => {
     const dir = await tempDir('speedlayer-ingest-refuse-');
     const ring = new RingView();
-    const shard: { current?: TestShard } = {};
-    const router = await IngestRouter.open({
-      ...SETTINGS,
-      nodeId: 'solo',
-      watermark: 'event-time',
-      ring,
-      localHost: () => shard.current?.server.host,
-      deadLetters: { recordRejects: () => Promise.resolve() },
-      logger: silentLogger(),
-      now: () => NOW,
-    });
-    cleanups.push(() => router.close());
-    shard.current = await TestShard.start(path.join(dir, 'solo'), [0, 1, 2, 3], {
-      services: [ingestService({ router, logger: silentLogger() })],
-    });
-    const client = new Ingest(shard.current.address);
+    const { router, shard, client } = await soloNode(dir, 'event-time', () => NOW, 1000, ring);
     const event = { user_id: 'u', event_time_ms: MONDAY, event_id: '', attributes: {}, line: 1 };
     const batch = { batch_id: 'b', source: 's', events: [event], unreadable: [] };
 
@@ -417,14 +495,10 @@ describe('Ingest service', () => {
     }
     expect(router.watermarkMs).toBe(MONDAY - SETTINGS.maxOutOfOrdernessMs);
 
-    await expect(checkHealth(shard.current.address, 'speedlayer.v1.Ingest')).resolves.toBe(
-      'NOT_SERVING',
-    );
-    shard.current.server.setServiceServing('speedlayer.v1.Ingest', true);
-    await expect(checkHealth(shard.current.address, 'speedlayer.v1.Ingest')).resolves.toBe(
-      'SERVING',
-    );
-    await expect(listServices(shard.current.address)).resolves.toEqual([
+    await expect(checkHealth(shard.address, 'speedlayer.v1.Ingest')).resolves.toBe('NOT_SERVING');
+    shard.server.setServiceServing('speedlayer.v1.Ingest', true);
+    await expect(checkHealth(shard.address, 'speedlayer.v1.Ingest')).resolves.toBe('SERVING');
+    await expect(listServices(shard.address)).resolves.toEqual([
       'grpc.health.v1.Health',
       'speedlayer.v1.Ingest',
       'speedlayer.v1.Shard',
