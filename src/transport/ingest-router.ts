@@ -25,6 +25,7 @@ import {
   eventDeadLetter,
   indexedRouterReject,
   rejectionsToWire,
+  type IndexedReject,
 } from './ingest-batch.js';
 import { IngestError } from './ingest-errors.js';
 import { PartitionDelivery, type PartitionDeliveryOptions } from './partition-delivery.js';
@@ -89,6 +90,16 @@ export interface IngestRouterOptions extends IngestSettings {
     PartitionDeliveryOptions,
     'routeDeadlineMs' | 'maxCoalescedEvents' | 'initialBackoffMs' | 'maxBackoffMs' | 'client'
   >;
+}
+
+/** A batch judged and queued: what its acknowledgement waits for and will say. */
+interface Routed {
+  /** Resolves once every partition batch of it is durable on its owner. */
+  readonly delivered: Promise<void>;
+  /** Its rejected events and unreadable records, for the dead-letter store. */
+  readonly letters: DeadLetterWrite[];
+  readonly accepted: number;
+  readonly rejected: IndexedReject[];
 }
 
 /** A routing whose batches are on their way, and the router's position after it. */
@@ -237,12 +248,7 @@ export class IngestRouter {
   // --- routing ----------------------------------------------------------------------------
 
   /** The synchronous part: check, judge and queue. */
-  private route(request: EventBatchRequestWire): {
-    delivered: Promise<void>;
-    letters: DeadLetterWrite[];
-    accepted: number;
-    rejected: ReturnType<typeof indexedRouterReject>[];
-  } {
+  private route(request: EventBatchRequestWire): Routed {
     this.assertTaking();
     const receiveNowMs = this.mode === 'receive-time' ? undefined : this.now();
     const checked = checkRequest(request, receiveNowMs);
@@ -265,7 +271,7 @@ export class IngestRouter {
 
   private async acknowledge(
     request: EventBatchRequestWire,
-    routed: ReturnType<IngestRouter['route']>,
+    routed: Routed,
   ): Promise<IngestAckWire> {
     await Promise.all([routed.delivered, this.storeDeadLetters(routed.letters)]);
 
