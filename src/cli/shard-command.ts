@@ -5,11 +5,11 @@
  * warehouse (--postgres) the same port also serves Ingest, judged by this node's router
  * and routed to the partitions' owners, and Query.
  *
- * Note: partition handoff is not built yet (docs/cluster.md). When the ring changes, the
- * shard reopens its host under the new epoch only when its own partition set is
- * unchanged (an epoch bump); when the set changes it logs 'partition handoff not supported
- * yet' and keeps serving its old set under the old epoch, so the coordinator's rounds
- * hold back rather than publish an undercount until an operator restores the ring.
+ * When the ring changes, the shard reopens its host under the new epoch with the
+ * partitions the ring now gives it (see {@link RingAssignment}): partitions reach it with
+ * their state through the Shard service's Adopt before the coordinator switches the ring
+ * (docs/cluster.md, "Partition handoff"), and the state of partitions that moved away is
+ * dropped when the host reopens.
  */
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -28,12 +28,12 @@ import {
   EtcdCoordinationStore,
   MIN_LEASE_TTL_SECONDS,
   isRingError,
-  partitionsOf,
   type Membership,
   type Ring,
   type Subscription,
 } from '../ring/index.js';
 import { PartitionHost } from '../shard/partition-host.js';
+import { RingAssignment } from '../shard/ring-assignment.js';
 import { INGEST_SERVICE } from '../transport/ingest-server.js';
 import { RingView } from '../transport/routing-table.js';
 import { ShardServer } from '../transport/shard-server.js';
@@ -71,11 +71,10 @@ interface ShardFlags extends IngestFlags {
 const REGISTER_RETRY_MS = 250;
 
 const HANDOFF_NOTE = `
-Ring changes: partition handoff is not built yet. When the ring in etcd changes, the
-shard logs 'ring changed'. If its own partitions are the same (an epoch bump) it
-reopens them under the new epoch; if they differ it logs 'partition handoff not
-supported yet' and keeps serving its old partitions under the old epoch (the
-coordinator then holds rounds back rather than publish an undercount).
+Ring changes: when the ring in etcd changes, the shard logs 'ring changed' and reopens
+its partitions under the new epoch. The coordinator moves a partition only after its
+state was copied here (Shard.Adopt); partitions that moved away are dropped from this
+shard's store when it reopens.
 
 Restarts: a shard restarted with a fixed --port (and no --advertise) takes its
 registration over from its previous incarnation at once; otherwise it waits for the
@@ -181,8 +180,8 @@ class ShardRole {
   /** The ring and the shards' addresses, as the ingest router routes by them. */
   private readonly routing = new RingView();
   private ingest: ShardIngest | undefined;
-  /** The ring epoch and partitions the host holds, once assigned. */
-  private assigned: { epoch: number; partitions: number[] } | undefined;
+  /** The partitions the ring assigns to this shard, once the server runs. */
+  private assignment: RingAssignment | undefined;
   /** Ring changes are handled one at a time, in order. */
   private queue: Promise<void> = Promise.resolve();
   private draining: Promise<void> | undefined;
@@ -224,6 +223,13 @@ class ShardRole {
       this.server.setServiceServing(INGEST_SERVICE, this.ingest.router.ready);
     }
     const address = f.advertise ?? this.server.address;
+    this.assignment = new RingAssignment({
+      shardId: f.id,
+      partitionCount: f.partitions,
+      slot: this.server,
+      open: (partitions, ringEpoch) => this.openHost(partitions, ringEpoch, true),
+      logger: this.logger,
+    });
 
     this.store = await EtcdCoordinationStore.open({
       endpoints: f.etcd,
@@ -327,63 +333,16 @@ class ShardRole {
 
   private async onRing(ring: Ring): Promise<void> {
     if (this.draining !== undefined) return;
-    const f = this.flags;
-    if (ring.partitions !== f.partitions) {
-      throw new Error(
-        `[SL-CONFIG-001] the ring in etcd has ${ring.partitions} partitions; this shard was started with --partitions ${f.partitions}`,
-      );
-    }
-    const mine = partitionsOf(ring, f.id);
-    const held = this.assigned;
+    const next = await (this.assignment as RingAssignment).apply(ring);
+    if (next === undefined) return;
 
-    if (held === undefined) {
-      if (mine.length === 0) {
-        this.logger.info(
-          { shardId: f.id, ringEpoch: ring.epoch },
-          'ring assigns no partitions to this shard yet',
-        );
-        return;
-      }
-      await this.reopen(mine, ring.epoch);
-      return;
-    }
-    if (ring.epoch <= held.epoch) return;
-
-    this.logger.info(
-      { shardId: f.id, ringEpoch: ring.epoch, previousEpoch: held.epoch },
-      'ring changed',
-    );
-    if (sameNumbers(mine, held.partitions)) {
-      await this.reopen(mine, ring.epoch);
-      return;
-    }
-    this.logger.warn(
-      {
-        shardId: f.id,
-        ringEpoch: ring.epoch,
-        heldEpoch: held.epoch,
-        held: held.partitions,
-        assigned: mine,
-      },
-      'partition handoff not supported yet',
-    );
-  }
-
-  /** Closes the current host and serves `partitions` under `epoch` from the same store. */
-  private async reopen(partitions: number[], epoch: number): Promise<void> {
     const server = this.server as ShardServer;
-    const old = server.host;
-    await old.checkpoint().catch((err: unknown) => this.warn(err, 'checkpoint before reopen'));
-    await old.close();
-    const next = await this.openHost(partitions, epoch);
-    server.replaceHost(next);
     this.host = next;
-    this.assigned = { epoch, partitions: next.partitions };
     server.setServing(true);
     this.logger.info(
       {
         shardId: this.flags.id,
-        ringEpoch: epoch,
+        ringEpoch: next.ringEpoch,
         partitions: next.partitions,
         address: this.flags.advertise ?? server.address,
       },
@@ -391,12 +350,18 @@ class ShardRole {
     );
   }
 
-  private async openHost(partitions: number[], ringEpoch: number): Promise<PartitionHost> {
+  /** `dropUnheld`: under a ring; not while waiting for the first (see PartitionHostOptions). */
+  private async openHost(
+    partitions: number[],
+    ringEpoch: number,
+    dropUnheld = false,
+  ): Promise<PartitionHost> {
     const host = await PartitionHost.open({
       stateDir: this.stateDir,
       partitionCount: this.flags.partitions,
       partitions,
       ringEpoch,
+      dropUnheld,
       allowedLatenessMs: this.flags.allowedLateness,
       memoryBudgetBytes: this.flags.memoryBudget,
       logger: this.logger,
@@ -409,11 +374,4 @@ class ShardRole {
   private warn(err: unknown, message: string): void {
     this.logger.warn({ err }, message);
   }
-}
-
-function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
-  const x = [...a].sort((m, n) => m - n);
-  const y = [...b].sort((m, n) => m - n);
-
-  return x.length === y.length && x.every((v, i) => v === y[i]);
 }

@@ -14,8 +14,8 @@
  *   included), and no period has a duplicated version;
  * - SIGTERM: every process drains and exits 0.
  * And, with one shard process and rings written by the test: an epoch bump that keeps
- * the shard's partitions reopens them under the new epoch; a ring that moves partitions
- * logs 'partition handoff not supported yet' and the shard keeps serving its old set.
+ * the shard's partitions reopens them under the new epoch; a ring that gives half of
+ * them to another shard reopens the shard with the other half under the new epoch.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -373,7 +373,7 @@ describe.skipIf(postgresUrl === undefined)('speedlayer shard and coordinator pro
     expect(await (store as EtcdCoordinationStore).listShards()).toEqual([]);
   });
 
-  it('reopens its partitions on an epoch bump, and keeps its old set when partitions would move', async () => {
+  it('reopens its partitions on an epoch bump, and with the new set when partitions move', async () => {
     const endpoint = (etcd as EtcdServer).endpoint;
     const name = `${cluster}-ring`;
     const rings = await EtcdCoordinationStore.open({ endpoints: [endpoint], clusterName: name });
@@ -407,17 +407,23 @@ describe.skipIf(postgresUrl === undefined)('speedlayer shard and coordinator pro
       });
       expect(await client.checkpoint(2, DEADLINE_MS)).toEqual([0, 1, 2, 3]);
 
-      // Partitions would move: a warning, and the shard goes on under epoch 2.
+      // Partitions move away: the shard reopens with the rest under epoch 3.
       mark = shard.lines.length;
       await rings.writeRing(
         { epoch: 3, partitions: P, owners: ['shard-x', 'shard-x', 'shard-y', 'shard-y'] },
         { expectEpoch: 2 },
       );
-      expect(await shard.waitFor('partition handoff not supported yet', mark)).toMatchObject({
+      expect(await shard.waitFor('ring changed', mark)).toMatchObject({
         ringEpoch: 3,
+        gained: [],
+        lost: [2, 3],
       });
-      expect(await client.checkpoint(2, DEADLINE_MS)).toEqual([0, 1, 2, 3]);
-      await expect(client.checkpoint(3, DEADLINE_MS)).rejects.toMatchObject({
+      expect(await shard.waitFor('shard serving', mark)).toMatchObject({
+        ringEpoch: 3,
+        partitions: [0, 1],
+      });
+      expect(await client.checkpoint(3, DEADLINE_MS)).toEqual([0, 1]);
+      await expect(client.checkpoint(2, DEADLINE_MS)).rejects.toMatchObject({
         kind: 'epoch-mismatch',
       });
 
