@@ -4,17 +4,19 @@
  * server the caller names. Used by `npm run cluster` and by tests that need real
  * processes to kill, restart, pause and stop.
  *
- * Start-up order matters while partition handoff does not exist: every shard registers
- * before any coordinator starts, so that the first ring the leader writes has them all
- * (a shard that joins a written ring gets no partitions).
+ * Start-up order: every shard registers before any coordinator starts, so that the
+ * first ring the leader writes has them all (the ring is written once; a shard that
+ * joins later gets no partitions).
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import pg from 'pg';
 
 import { EtcdCoordinationStore } from '../src/ring/index.js';
+import { INGEST_SERVICE } from '../src/transport/ingest-server.js';
 import {
   ClusterProcess,
   type ExitInfo,
@@ -28,12 +30,12 @@ import {
   type LocalClusterOptions,
   type ResolvedLocalClusterOptions,
 } from './cluster-options.js';
+import { checkHealth } from './grpc-health.js';
 import { assertEtcdInstalled, etcdArgs, etcdEndpoint, waitForEtcd } from './etcd.js';
 import { assertPortFree, freePorts } from './ports.js';
 import {
   SPEEDLAYER_BIN,
   coordinatorArgs,
-  roleFlags,
   shardArgs,
   type ClusterPlan,
   type CoordinatorPlan,
@@ -46,11 +48,13 @@ export type { LogLine, ExitInfo } from './cluster-process.js';
 export interface ClusterAddresses {
   /** etcd's client URL. */
   readonly etcd: string;
-  /** `host:port` of the first shard, which takes ingest and queries. */
+  /** `host:port` of the first shard, which takes ingest and queries (any shard does). */
   readonly ingest: string;
-  readonly shards: Readonly<Record<string, { readonly grpc: string; readonly metrics?: string }>>;
+  /** Each shard's gRPC port: Shard, Ingest, Query, health and reflection. */
+  readonly shards: Readonly<Record<string, string>>;
+  /** Each coordinator's Coordinator service (Status) and Prometheus `/metrics` endpoint. */
   readonly coordinators: Readonly<
-    Record<string, { readonly query: string; readonly status?: string; readonly metrics?: string }>
+    Record<string, { readonly status: string; readonly metrics: string }>
   >;
 }
 
@@ -65,6 +69,8 @@ interface ClusterFile {
 const CLUSTER_FILE = 'cluster.json';
 const COORDINATORS = ['coordinator-1', 'coordinator-2'] as const;
 const ETCD_STOP_GRACE_MS = 5_000;
+const HEALTH_POLL_MS = 100;
+const HEALTH_PROBE_MS = 2_000;
 
 export class LocalCluster {
   /** The flags the launcher would pass but the roles do not have yet (`speedlayer shard --x`). */
@@ -116,7 +122,7 @@ export class LocalCluster {
 
   /**
    * Starts etcd, the shards and the coordinators, and resolves once every shard serves
-   * its ring assignment and one coordinator leads. On failure everything started is
+   * its ring assignment and Ingest, and one coordinator leads. On failure everything started is
    * stopped again and the error names the process and its last output.
    */
   static async start(options: LocalClusterOptions = {}): Promise<LocalCluster> {
@@ -147,16 +153,7 @@ export class LocalCluster {
     ownsDataDir: boolean,
     identity: ClusterFile,
   ): Promise<LocalCluster> {
-    const shardMetrics = roleFlags('shard').has('--metrics-port');
-    const coordinatorFlags = roleFlags('coordinator');
-    const coordinatorStatus = coordinatorFlags.has('--port');
-    const coordinatorMetrics = coordinatorFlags.has('--metrics-port');
-    const count =
-      2 +
-      (o.shards - 1) +
-      (shardMetrics ? o.shards : 0) +
-      COORDINATORS.length * (1 + Number(coordinatorStatus) + Number(coordinatorMetrics));
-    const ports = await portRange(o.basePort, count);
+    const ports = await portRange(o.basePort, 2 + (o.shards - 1) + 2 * COORDINATORS.length);
     const firstPort = o.port === 0 ? ((await freePorts(1))[0] as number) : o.port;
     await assertPortFree(firstPort, 'the first shard: ingest and queries');
     const take = (): number => ports.shift() as number;
@@ -165,40 +162,24 @@ export class LocalCluster {
     const shards: ShardPlan[] = [];
     for (let i = 1; i <= o.shards; i++) {
       const name = `shard-${i}`;
-      shards.push({
-        name,
-        port: i === 1 ? firstPort : take(),
-        dataDir: path.join(dataDir, name),
-        metricsPort: shardMetrics ? take() : undefined,
-      });
+      shards.push({ name, port: i === 1 ? firstPort : take(), dataDir: path.join(dataDir, name) });
     }
     const coordinators: CoordinatorPlan[] = COORDINATORS.map((name) => ({
       name,
       dataDir: path.join(dataDir, name),
-      queryPort: take(),
-      statusPort: coordinatorStatus ? take() : undefined,
-      metricsPort: coordinatorMetrics ? take() : undefined,
+      statusPort: take(),
+      metricsPort: take(),
     }));
 
-    const at = (key: string, port: number | undefined): Record<string, string> =>
-      port === undefined ? {} : { [key]: `127.0.0.1:${port}` };
+    const at = (port: number): string => `127.0.0.1:${port}`;
     const addresses: ClusterAddresses = {
       etcd: etcdEndpoint(etcdPorts.client),
-      ingest: `127.0.0.1:${firstPort}`,
-      shards: Object.fromEntries(
-        shards.map((s) => [
-          s.name,
-          { grpc: `127.0.0.1:${s.port}`, ...at('metrics', s.metricsPort) },
-        ]),
-      ),
+      ingest: at(firstPort),
+      shards: Object.fromEntries(shards.map((s) => [s.name, at(s.port)])),
       coordinators: Object.fromEntries(
         coordinators.map((c) => [
           c.name,
-          {
-            query: `127.0.0.1:${c.queryPort}`,
-            ...at('status', c.statusPort),
-            ...at('metrics', c.metricsPort),
-          },
+          { status: at(c.statusPort), metrics: `http://${at(c.metricsPort)}/metrics` },
         ]),
       ),
     };
@@ -386,6 +367,24 @@ export class LocalCluster {
       ...this.shardNames.map((name) => this.whenUp(name, left())),
       ...COORDINATORS.map((name) => this.whenUp(name, left())),
     ]);
+    await Promise.all(this.shardNames.map((name) => this.untilIngestServing(name, deadline)));
+  }
+
+  /** A shard's Ingest service turns SERVING once its router knows the ring's owners. */
+  private async untilIngestServing(name: string, deadline: number): Promise<void> {
+    const address = this.addresses.shards[name] as string;
+    let last = 'no answer';
+    while (Date.now() < deadline) {
+      try {
+        last = await checkHealth(address, INGEST_SERVICE, HEALTH_PROBE_MS);
+        if (last === 'SERVING') return;
+      } catch (err) {
+        last = (err as Error).message;
+      }
+      await sleep(HEALTH_POLL_MS);
+    }
+
+    throw new Error(`${name}: Ingest at ${address} not SERVING in time (last: ${last})`);
   }
 
   private async whenUp(name: string, wait: WaitOptions): Promise<void> {

@@ -180,21 +180,18 @@ async function describe(cluster: LocalCluster, flags: ClusterFlags, elapsedMs: n
   const leader = await cluster.leader().catch(() => undefined);
   const pids = cluster.pids();
   const row = (name: string, where: string): void =>
-    out(`  ${name.padEnd(14)} ${where.padEnd(52)} pid ${pids[name] ?? '-'}`);
+    out(`  ${name.padEnd(14)} ${`pid ${pids[name] ?? '-'}`.padEnd(10)} ${where}`);
 
   out(`cluster '${cluster.clusterName}'`);
   row('etcd', a.etcd);
   for (const name of cluster.shards) {
-    const s = a.shards[name];
     const role = name === cluster.shards[0] ? ' (ingest and queries)' : '';
-    row(name, `${s?.grpc ?? '?'}${role}${s?.metrics ? `, metrics ${s.metrics}` : ''}`);
+    row(name, `${a.shards[name] ?? '?'}${role}`);
   }
   for (const name of cluster.coordinators) {
     const c = a.coordinators[name];
-    const parts = [`query ${c?.query ?? '?'}`];
-    if (c?.status !== undefined) parts.push(`status ${c.status}`);
-    if (c?.metrics !== undefined) parts.push(`metrics ${c.metrics}`);
-    row(name, `${parts.join(', ')}${name === leader ? ' (leader)' : ' (standby)'}`);
+    const state = name === leader ? 'leader' : 'standby';
+    row(name, `status ${c?.status ?? '?'}, ${c?.metrics ?? '?'} (${state})`);
   }
   out(`  postgres       ${redact(flags.postgres as string)} schema ${cluster.postgresSchema}`);
   out(`data: ${cluster.dataDir}${flags.dataDir === undefined ? ' (temporary)' : ''}`);

@@ -1,8 +1,8 @@
 /**
  * The command lines of the speedlayer processes of a local cluster. The flags each role
  * accepts are read from the role's own command definition, so that a flag the launcher
- * relies on and the role no longer has fails loudly, and a flag still being added to a
- * role is passed only once the role has it (and noted until then).
+ * relies on and the role no longer has fails loudly, and an optional flag a role does
+ * not have (yet) is left out and noted.
  */
 import path from 'node:path';
 
@@ -23,15 +23,24 @@ const commands: Record<Role, () => Command> = {
 };
 const known = new Map<Role, ReadonlySet<string>>();
 
+/** A long flag of a role, and whether the role refuses to start without it. */
+export interface RoleFlag {
+  readonly flag: string;
+  readonly required: boolean;
+}
+
+/** The long flags of `speedlayer <role>`, read from its command definition (as --help shows). */
+export function roleFlagList(role: Role): RoleFlag[] {
+  return commands[role]()
+    .options.filter((o) => o.long !== undefined)
+    .map((o) => ({ flag: o.long as string, required: o.mandatory }));
+}
+
 /** The long flags (`--port`, ...) that `speedlayer <role>` accepts today. */
 export function roleFlags(role: Role): ReadonlySet<string> {
   let flags = known.get(role);
   if (flags === undefined) {
-    flags = new Set(
-      commands[role]()
-        .options.map((o) => o.long)
-        .filter((long): long is string => long !== undefined),
-    );
+    flags = new Set(roleFlagList(role).map((f) => f.flag));
     known.set(role, flags);
   }
 
@@ -41,22 +50,19 @@ export function roleFlags(role: Role): ReadonlySet<string> {
 /** Where one shard listens and keeps its data. */
 export interface ShardPlan {
   readonly name: string;
+  /** Shard, Ingest and Query services, with health and reflection. */
   readonly port: number;
   readonly dataDir: string;
-  /** Set only when the role has --metrics-port. */
-  readonly metricsPort?: number;
 }
 
 /** Where one coordinator listens and keeps its data. */
 export interface CoordinatorPlan {
   readonly name: string;
   readonly dataDir: string;
-  /** The Query service (--query-port). */
-  readonly queryPort: number;
-  /** The Coordinator.Status service (--port), once the role has it. */
-  readonly statusPort?: number;
-  /** Set only when the role has --metrics-port. */
-  readonly metricsPort?: number;
+  /** The Coordinator service (Status, health, reflection). */
+  readonly statusPort: number;
+  /** Prometheus metrics at `/metrics`. */
+  readonly metricsPort: number;
 }
 
 /** What every process of one cluster shares. */
@@ -106,7 +112,6 @@ class RoleArgs {
   }
 }
 
-/** Role flags without which the launcher starts nothing fails the build of the args. */
 export function shardArgs(plan: ClusterPlan, shard: ShardPlan, skipped: Set<string>): string[] {
   const o = plan.options;
 
@@ -120,10 +125,9 @@ export function shardArgs(plan: ClusterPlan, shard: ShardPlan, skipped: Set<stri
     .need('--port', shard.port)
     .need('--lease-ttl', `${o.leaseTtlMs}ms`)
     .need('--log-level', o.logLevel)
-    .ifKnown('--postgres', o.postgresUrl)
-    .ifKnown('--postgres-schema', plan.postgresSchema)
-    .ifKnown('--watermark', o.watermark)
-    .ifKnown('--metrics-port', shard.metricsPort)
+    .need('--postgres', o.postgresUrl)
+    .need('--postgres-schema', plan.postgresSchema)
+    .need('--watermark', o.watermark)
     .extra(o.extraArgs.shard);
 }
 
@@ -145,11 +149,10 @@ export function coordinatorArgs(
     .need('--round-interval', `${o.roundIntervalMs}ms`)
     .need('--lease-ttl', `${o.leaseTtlMs}ms`)
     .need('--log-level', o.logLevel)
-    .need('--query-host', '127.0.0.1')
-    .need('--query-port', coordinator.queryPort)
+    .need('--host', '127.0.0.1')
+    .need('--port', coordinator.statusPort)
+    .need('--metrics-host', '127.0.0.1')
+    .need('--metrics-port', coordinator.metricsPort)
     .ifKnown('--initial-shards', o.shards)
-    .ifKnown('--host', coordinator.statusPort === undefined ? undefined : '127.0.0.1')
-    .ifKnown('--port', coordinator.statusPort)
-    .ifKnown('--metrics-port', coordinator.metricsPort)
     .extra(o.extraArgs.coordinator);
 }

@@ -3,8 +3,9 @@
  * `speedlayer coordinator`, over the real PostgreSQL server (skipped without
  * SPEEDLAYER_TEST_POSTGRES_URL). Two shards, P = 4.
  * Scenarios:
- * - LocalCluster: each shard answers SERVING to a gRPC health check and holds its half
- *   of the ring in etcd; one coordinator leads, the other stands by;
+ * - LocalCluster: each shard answers SERVING for Shard, Ingest and Query to gRPC health
+ *   checks and holds its half of the ring in etcd; one coordinator leads, the other
+ *   stands by; both serve the Coordinator service and Prometheus metrics;
  * - a SIGKILLed shard is down, and restart() brings it back on the same address with the
  *   same partitions, SERVING;
  * - pausing the leader (SIGSTOP) lets the standby take over once the lease expires; the
@@ -81,14 +82,20 @@ describe.skipIf(postgresUrl === undefined)('LocalCluster', () => {
   it('starts shards that serve their half of the ring, and one leading coordinator', async () => {
     const c = cluster as LocalCluster;
     expect(c.shards).toEqual(['shard-1', 'shard-2']);
-    expect(c.addresses.ingest).toBe(c.addresses.shards['shard-1']?.grpc);
+    expect(c.addresses.ingest).toBe(c.addresses.shards['shard-1']);
 
     const ring = (await (store as EtcdCoordinationStore).readRing()) as Ring;
     expect(ring).toMatchObject({ epoch: 1, partitions: P });
     for (const name of c.shards) {
-      const address = c.addresses.shards[name]?.grpc as string;
+      const address = c.addresses.shards[name] as string;
       expect(await checkHealth(address, '')).toBe('SERVING');
-      expect(await checkHealth(address, 'speedlayer.v1.Shard')).toBe('SERVING');
+      for (const service of [
+        'speedlayer.v1.Shard',
+        'speedlayer.v1.Ingest',
+        'speedlayer.v1.Query',
+      ]) {
+        expect(await checkHealth(address, service), `${name} ${service}`).toBe('SERVING');
+      }
       const serving = c
         .process(name)
         .lines()
@@ -104,12 +111,22 @@ describe.skipIf(postgresUrl === undefined)('LocalCluster', () => {
         .process(name)
         .lines()
         .some((l) => l.msg === 'leadership acquired');
-    for (const name of c.coordinators) expect(acquired(name)).toBe(name === leader);
+    for (const name of c.coordinators) {
+      expect(acquired(name)).toBe(name === leader);
+      const { status, metrics } = c.addresses.coordinators[name] as {
+        status: string;
+        metrics: string;
+      };
+      expect(await checkHealth(status, 'speedlayer.v1.Coordinator')).toBe('SERVING');
+      const scraped = await fetch(metrics);
+      expect(scraped.status).toBe(200);
+      expect(await scraped.text()).toMatch(/^# HELP /m);
+    }
   });
 
   it('brings a SIGKILLed shard back on its address with its partitions', async () => {
     const c = cluster as LocalCluster;
-    const address = c.addresses.shards['shard-2']?.grpc as string;
+    const address = c.addresses.shards['shard-2'] as string;
     const before = c.pids()['shard-2'] as number;
 
     expect(await c.kill('shard-2')).toEqual({ code: null, signal: 'SIGKILL' });
@@ -203,13 +220,13 @@ describe.skipIf(postgresUrl === undefined)('npm run cluster', () => {
       await ready;
       const parts = new Map<string, number>();
       for (const line of lines) {
-        const m = /^ {2}(\S+)\s.*\bpid (\d+)$/.exec(line);
+        const m = /^ {2}(\S+)\s+pid (\d+) /.exec(line);
         if (m !== null) parts.set(m[1] as string, Number(m[2]));
       }
       expect([...parts.keys()].sort()).toEqual(
         ['coordinator-1', 'coordinator-2', 'etcd', 'shard-1', 'shard-2'].sort(),
       );
-      const first = /^ {2}shard-1\s+(\S+) \(ingest and queries\)/.exec(
+      const first = /^ {2}shard-1\s+pid \d+\s+(\S+) \(ingest and queries\)/.exec(
         lines.find((l) => l.startsWith('  shard-1 ')) ?? '',
       )?.[1];
       expect(lines.at(-1)).toContain(`send events and queries to ${first}`);

@@ -11,32 +11,8 @@ import { promisify } from 'node:util';
 
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { service as healthService } from 'grpc-health-check';
 
-type HealthClient = grpc.Client & {
-  Check(
-    request: { service: string },
-    callback: grpc.requestCallback<{ status: string }>,
-  ): grpc.ClientUnaryCall;
-};
-
-/** The serving status the server's health service reports for `service`. */
-export async function checkHealth(address: string, service: string): Promise<string> {
-  const Health = grpc.makeClientConstructor(healthService, 'Health');
-  const health = new Health(address, grpc.credentials.createInsecure()) as unknown as HealthClient;
-
-  try {
-    const response = await new Promise<{ status: string }>((resolve, reject) => {
-      health.Check({ service }, (error, answer) =>
-        answer === undefined ? reject(error) : resolve(answer),
-      );
-    });
-
-    return response.status;
-  } finally {
-    health.close();
-  }
-}
+export { checkHealth } from '../../cluster/grpc-health.js';
 
 interface ReflectionResponse {
   readonly list_services_response: { readonly service: readonly { name: string }[] } | null;
