@@ -88,7 +88,12 @@ export interface IngestRouterOptions extends IngestSettings {
   /** Route deadline, coalescing, backoff and client options of the delivery. */
   readonly delivery?: Pick<
     PartitionDeliveryOptions,
-    'routeDeadlineMs' | 'maxCoalescedEvents' | 'initialBackoffMs' | 'maxBackoffMs' | 'client'
+    | 'routeDeadlineMs'
+    | 'maxCoalescedEvents'
+    | 'maxCoalescedBytes'
+    | 'initialBackoffMs'
+    | 'maxBackoffMs'
+    | 'client'
   >;
 }
 

@@ -30,8 +30,16 @@ export interface PartitionDeliveryOptions {
   readonly logger: Logger;
   /** Deadline of one Route call. @default 30000 */
   readonly routeDeadlineMs?: number;
-  /** Queued batches of one partition are sent as one while they hold at most this many events. @default 100000 */
+  /**
+   * Queued batches of one partition are sent as one Route while they hold at most this
+   * many events. @default 100000
+   */
   readonly maxCoalescedEvents?: number;
+  /**
+   * ... and while their estimated size on the wire stays under this, far below the 64 MiB
+   * a shard takes in one message. @default 16 MiB
+   */
+  readonly maxCoalescedBytes?: number;
   /** First retry delay; doubles up to {@link maxBackoffMs}. @default 100 */
   readonly initialBackoffMs?: number;
   /** @default 5000 */
@@ -42,6 +50,8 @@ export interface PartitionDeliveryOptions {
 
 interface Queued {
   readonly batch: PartitionBatch;
+  /** Estimated size on the wire. */
+  readonly bytes: number;
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
 }
@@ -75,6 +85,7 @@ export class PartitionDelivery {
   private readonly failing = new Map<string, OwnerHealth>();
   private readonly routeDeadlineMs: number;
   private readonly maxCoalescedEvents: number;
+  private readonly maxCoalescedBytes: number;
   private readonly initialBackoffMs: number;
   private readonly maxBackoffMs: number;
   private readonly stopListening: () => void;
@@ -92,6 +103,7 @@ export class PartitionDelivery {
     }));
     this.routeDeadlineMs = options.routeDeadlineMs ?? 30_000;
     this.maxCoalescedEvents = options.maxCoalescedEvents ?? 100_000;
+    this.maxCoalescedBytes = options.maxCoalescedBytes ?? 16 * 1024 * 1024;
     this.initialBackoffMs = options.initialBackoffMs ?? 100;
     this.maxBackoffMs = options.maxBackoffMs ?? 5000;
     this.stopListening = options.ring.onChange(() => this.wakeAll());
@@ -118,7 +130,9 @@ export class PartitionDelivery {
       );
     }
 
-    const done = new Promise<void>((resolve, reject) => box.queue.push({ batch, resolve, reject }));
+    const done = new Promise<void>((resolve, reject) =>
+      box.queue.push({ batch, bytes: wireBytes(batch), resolve, reject }),
+    );
     this.queuedBatches++;
     if (!box.running) {
       box.running = true;
@@ -163,12 +177,16 @@ export class PartitionDelivery {
 
   /** The head of the queue and the batches behind it that fit with it in one Route. */
   private takeCoalesced(box: Outbox): Queued[] {
-    const taken = [box.queue.shift() as Queued];
-    let events = taken[0]?.batch.length ?? 0;
+    const first = box.queue.shift() as Queued;
+    const taken = [first];
+    let events = first.batch.length;
+    let bytes = first.bytes;
     while (box.queue.length > 0) {
       const next = box.queue[0] as Queued;
       if (events + next.batch.length > this.maxCoalescedEvents) break;
+      if (bytes + next.bytes > this.maxCoalescedBytes) break;
       events += next.batch.length;
+      bytes += next.bytes;
       taken.push(box.queue.shift() as Queued);
     }
 
@@ -300,6 +318,14 @@ export class PartitionDelivery {
       'owner recovered',
     );
   }
+}
+
+/** An upper bound of a batch's size on the wire: UTF-8 ids, hashes, times and marks. */
+function wireBytes(batch: PartitionBatch): number {
+  let bytes = 16 * batch.marks.length;
+  for (const userId of batch.userIds) bytes += 3 * userId.length + 20;
+
+  return bytes;
 }
 
 function closedError(): ShardError {
