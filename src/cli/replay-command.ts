@@ -1,5 +1,4 @@
 import { Command, Option } from 'commander';
-import cliProgress from 'cli-progress';
 
 import {
   byteSizeFlag,
@@ -8,13 +7,21 @@ import {
   integerFlag,
   resolveEngineSettings,
 } from '../config/index.js';
-import { runReplay, type ReplaySummary } from '../embedded/replay.js';
+import { runReplay, type ReplayOptions, type ReplaySummary } from '../embedded/replay.js';
 import type { InputFormat, TimeFormat } from '../ingest/types.js';
 import { createLogger } from '../observability/index.js';
 import { CommandExit, type CliIo } from './io.js';
+import { progressBar, withStopSignal } from './replay-progress.js';
+import {
+  checkTargetFlags,
+  formatTargetSummary,
+  runTargetReplay,
+  withTargetFlags,
+  type TargetFlags,
+} from './replay-target.js';
 import { withStoreFlags, type StoreFlags } from './warehouse-options.js';
 
-interface ReplayFlags extends StoreFlags {
+interface ReplayFlags extends StoreFlags, TargetFlags {
   userField?: string;
   timeField?: string;
   timeFormat: TimeFormat;
@@ -66,7 +73,7 @@ export function withEngineFlags(command: Command): Command {
 export function replayCommand(io: CliIo): Command {
   const command = new Command('replay')
     .description(
-      'replay event files (NDJSON, CSV, combined access logs; plain or gzip) to the end, close every period and write the rows',
+      'replay event files (NDJSON, CSV, combined access logs; plain or gzip) to the end, close every period and write the rows; with --target, into a cluster through one node',
     )
     .argument('<paths...>', 'files or directories')
     .option('--user-field <path>', 'user id field: a dotted path (NDJSON) or a column (CSV)')
@@ -99,23 +106,18 @@ export function replayCommand(io: CliIo): Command {
     .option('--no-progress', 'no progress bar');
   withEngineFlags(command);
   withStoreFlags(command);
+  withTargetFlags(command);
 
   return command.action(async (paths: string[], flags: ReplayFlags) => {
-    // Ctrl-C or SIGTERM: finish the batch in flight, checkpoint, and stop; a second one kills.
-    const stop = new AbortController();
-    const onSignal = (): void => {
-      if (stop.signal.aborted) process.exit(130);
-      stop.abort();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    let summary: ReplaySummary;
-    try {
-      summary = await replay(paths, flags, io, stop.signal);
-    } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+    checkTargetFlags(command, flags);
+    // Ctrl-C or SIGTERM: finish the batches in flight, and stop; a second one kills.
+    if (flags.target !== undefined) {
+      const target = flags.target;
+      await withStopSignal((signal) => replayToTarget(paths, target, flags, io, signal));
+      return;
     }
+
+    const summary = await withStopSignal((signal) => replay(paths, flags, io, signal));
     io.stdout.write(formatSummary(summary));
     if (summary.interrupted) {
       throw new CommandExit(130, 'replay interrupted; run the same command again to resume');
@@ -127,6 +129,58 @@ export function replayCommand(io: CliIo): Command {
       );
     }
   });
+}
+
+async function replayToTarget(
+  paths: string[],
+  target: string,
+  flags: ReplayFlags,
+  io: CliIo,
+  signal: AbortSignal,
+): Promise<void> {
+  const bar = progressBar(io, flags.progress);
+  let summary;
+  try {
+    summary = await runTargetReplay({
+      paths,
+      read: readOptions(flags),
+      target,
+      logger: createLogger({ level: bar === null ? flags.logLevel : 'warn' }),
+      client: { deadlineMs: flags.deadline, stallTimeoutMs: flags.stallTimeout },
+      signal,
+      onProgress:
+        bar === null
+          ? undefined
+          : (p) => bar.update(p.records, { accepted: p.accepted, rejected: p.rejected }),
+    });
+  } finally {
+    bar?.stop();
+  }
+
+  io.stdout.write(formatTargetSummary(summary));
+  if (summary.interrupted) {
+    throw new CommandExit(
+      130,
+      'replay interrupted; run the same command again: batches the node acknowledged are not counted twice',
+    );
+  }
+  if (summary.records > 0 && summary.accepted === 0) {
+    throw new CommandExit(
+      2,
+      "every record was rejected; see the node's dead letters (wrong --format or fields?)",
+    );
+  }
+}
+
+function readOptions(flags: ReplayFlags): ReplayOptions['read'] {
+  return {
+    format: flags.format,
+    userField: flags.userField,
+    timeField: flags.timeField,
+    timeFormat: flags.timeFormat,
+    receiveTimeField: flags.receiveTimeField,
+    eventIdField: flags.eventIdField,
+  };
 }
 
 async function replay(
@@ -144,19 +198,12 @@ async function replay(
     memoryBudgetBytes: flags.memoryBudget,
     watermarkMode: flags.receiveTimeField === undefined ? 'event-time' : 'clock',
   });
-  const bar = flags.progress && io.stderr.isTTY === true ? progressBar() : null;
+  const bar = progressBar(io, flags.progress);
 
   try {
     return await runReplay({
       paths,
-      read: {
-        format: flags.format,
-        userField: flags.userField,
-        timeField: flags.timeField,
-        timeFormat: flags.timeFormat,
-        receiveTimeField: flags.receiveTimeField,
-        eventIdField: flags.eventIdField,
-      },
+      read: readOptions(flags),
       dataDir: flags.dataDir,
       postgresUrl: flags.postgres,
       postgresSchema: flags.postgresSchema,
@@ -172,20 +219,6 @@ async function replay(
   } finally {
     bar?.stop();
   }
-}
-
-function progressBar(): cliProgress.SingleBar {
-  const bar = new cliProgress.SingleBar(
-    {
-      format: 'replay | {value} records | {accepted} accepted | {rejected} rejected | {duration}s',
-      stream: process.stderr,
-      noTTYOutput: false,
-    },
-    cliProgress.Presets.shades_classic,
-  );
-  bar.start(0, 0, { accepted: 0, rejected: 0 });
-
-  return bar;
 }
 
 /** The end-of-replay summary for people. */

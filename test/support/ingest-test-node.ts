@@ -4,7 +4,7 @@
  * acknowledgement, a batch id seen before is answered with its first acknowledgement
  * and never counted again, and acknowledgements go out in a shuffled order. It judges
  * events like a node would in the simplest way (empty user id, no event time, an event
- * time more than 5 minutes past its receive time). It misbehaves on request: it drops a
+ * time more than 5 minutes, or the given skew, past its receive time). It misbehaves on request: it drops a
  * stream after some requests without acknowledging them, holds acknowledgements, is
  * stopped and restarted on the same port (keeping what it stored), refuses batches, or
  * acknowledges with wrong counts.
@@ -22,7 +22,6 @@ import {
 import { errorDetailTrailer } from '../../src/transport/status-details.js';
 import { rng } from './events.js';
 
-const FUTURE_SKEW_MS = 5 * 60_000;
 const WEEK_MS = 7 * 24 * 3_600_000;
 /** Monday 1970-01-05, the start of an ISO week. */
 const FIRST_MONDAY_MS = 4 * 24 * 3_600_000;
@@ -30,6 +29,8 @@ const FIRST_MONDAY_MS = 4 * 24 * 3_600_000;
 export interface TestIngestNodeOptions {
   /** Allowed lateness added to the end of the ISO week by Finish. @default 10 min */
   readonly allowedLatenessMs?: number;
+  /** How far past its receive time an event time may be. @default 5 min */
+  readonly maxFutureSkewMs?: number;
   /** Largest random delay before an acknowledgement, so that they come out of order. @default 5 */
   readonly maxAckDelayMs?: number;
   readonly seed?: number;
@@ -216,7 +217,7 @@ export class TestIngestNode {
         });
       } else if (event.event_time_ms === undefined) {
         rejected.push({ index, reason: 'REJECT_REASON_INVALID_TIME', detail: 'no event time' });
-      } else if (event.event_time_ms > receivedMs + FUTURE_SKEW_MS) {
+      } else if (event.event_time_ms > receivedMs + (this.options.maxFutureSkewMs ?? 5 * 60_000)) {
         rejected.push({
           index,
           reason: 'REJECT_REASON_FUTURE',

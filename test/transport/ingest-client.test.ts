@@ -48,6 +48,9 @@ function clientOf(
   const client = new IngestClient(node.address, silentLogger(), {
     initialBackoffMs: 20,
     maxBackoffMs: 200,
+    // A client that loses batches fails in seconds rather than hanging the test.
+    ackTimeoutMs: 2_000,
+    stallTimeoutMs: 8_000,
     ...options,
   });
   clients.push(client);

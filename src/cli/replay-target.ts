@@ -1,0 +1,221 @@
+/**
+ * `speedlayer replay FILES --target HOST:PORT`: the embedded replay's reading (files,
+ * formats, fields, receive-time order), sent to a cluster node's Ingest service instead
+ * of the embedded store. At the end the node is asked to close every period it has seen
+ * (Finish), as the embedded replay closes everything; an interrupted replay leaves them
+ * open. Running the same replay again is how it resumes: every batch id comes out the
+ * same, and the node never counts a batch twice.
+ */
+import type { Command } from 'commander';
+
+import { durationFlag } from '../config/index.js';
+import {
+  REJECT_REASONS,
+  identifySources,
+  planReadable,
+  type ReadOptions,
+  type RejectReason,
+} from '../ingest/index.js';
+import type { Logger } from '../observability/index.js';
+import { IngestClient, type IngestClientOptions } from '../transport/ingest-client.js';
+import { rejectReasonFromWire } from '../transport/proto.js';
+import { CommandExit } from './io.js';
+import { replayRequests } from './replay-requests.js';
+
+/** Flags (by commander's key) that set up the embedded store or engine; a node has its own. */
+const EMBEDDED_ONLY_FLAGS: Readonly<Record<string, string>> = {
+  dataDir: '--data-dir',
+  postgres: '--postgres',
+  postgresSchema: '--postgres-schema',
+  allowedLateness: '--allowed-lateness',
+  restatementHorizon: '--restatement-horizon',
+  maxFutureSkew: '--max-future-skew',
+  maxOutOfOrderness: '--max-out-of-orderness',
+  partitions: '--partitions',
+  memoryBudget: '--memory-budget',
+  roundInterval: '--round-interval',
+};
+
+/** Flags that only mean something with --target. */
+const TARGET_ONLY_FLAGS: Readonly<Record<string, string>> = {
+  deadline: '--deadline',
+  stallTimeout: '--stall-timeout',
+};
+
+export interface TargetFlags {
+  target?: string;
+  deadline?: number;
+  stallTimeout?: number;
+}
+
+/** Adds --target and its flags to the replay command. */
+export function withTargetFlags(command: Command): Command {
+  return command
+    .option(
+      '--target <host:port>',
+      "send the events to a cluster node's Ingest service (speedlayer shard) instead of the embedded store; the node's settings apply",
+    )
+    .option(
+      '--deadline <duration>',
+      'with --target: give up when the replay has not finished within this (default: no limit)',
+      durationFlag,
+    )
+    .option(
+      '--stall-timeout <duration>',
+      'with --target: give up when the node has acknowledged nothing for this long (default 2m)',
+      durationFlag,
+    );
+}
+
+/**
+ * Refuses, with exit code 2, a flag typed for the other kind of replay: a store or engine
+ * flag beside --target (the node's own settings apply), a --target flag without it, or a
+ * target that is not `host:port`.
+ */
+export function checkTargetFlags(command: Command, flags: TargetFlags): void {
+  const typed = (names: Readonly<Record<string, string>>): string[] =>
+    Object.entries(names)
+      .filter(([key]) => command.getOptionValueSource(key) === 'cli')
+      .map(([, flag]) => flag);
+
+  if (flags.target === undefined) {
+    const stray = typed(TARGET_ONLY_FLAGS);
+    if (stray.length > 0) {
+      const verb = stray.length === 1 ? 'applies' : 'apply';
+      throw new CommandExit(2, `${stray.join(', ')} ${verb} only with --target`);
+    }
+
+    return;
+  }
+
+  const embedded = typed(EMBEDDED_ONLY_FLAGS);
+  if (embedded.length > 0) {
+    const verb = embedded.length === 1 ? 'is' : 'are';
+    throw new CommandExit(
+      2,
+      `${embedded.join(', ')} ${verb} for the embedded store; with --target the node's own settings apply (set them on speedlayer shard)`,
+    );
+  }
+
+  if (!/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(flags.target)) {
+    throw new CommandExit(2, `--target must be host:port, got '${flags.target}'`);
+  }
+}
+
+/** What to replay and where to. */
+export interface TargetReplayOptions {
+  readonly paths: readonly string[];
+  readonly read: Omit<ReadOptions, 'fromLine'>;
+  /** `host:port` of a node serving Ingest. */
+  readonly target: string;
+  readonly logger: Logger;
+  readonly client?: Omit<IngestClientOptions, 'credentials'>;
+  /** Stops taking batches; those in flight are still acknowledged, and Finish is not called. */
+  readonly signal?: AbortSignal;
+  /** Called after every acknowledged batch. */
+  readonly onProgress?: (progress: { records: number; accepted: number; rejected: number }) => void;
+}
+
+/** The outcome of a replay into a cluster. */
+export interface TargetReplaySummary {
+  /** Records read and acknowledged (events and unreadable records). */
+  readonly records: number;
+  readonly accepted: number;
+  /** Rejected events and unreadable records, by reason. */
+  readonly rejected: Partial<Record<RejectReason, number>>;
+  /** The node's watermark after Finish; null when it routed nothing or the replay was interrupted. */
+  readonly watermarkMs: number | null;
+  readonly target: string;
+  readonly batches: number;
+  readonly reconnects: number;
+  readonly seconds: number;
+  readonly eventsPerSecond: number;
+  readonly interrupted: boolean;
+}
+
+/**
+ * Replays event files into the cluster through one node and, unless interrupted, asks it
+ * to close every period it has seen.
+ *
+ * @throws IngestClientError when the node cannot be reached or refuses the batches;
+ *   running the replay again sends only what the node has not counted
+ */
+export async function runTargetReplay(options: TargetReplayOptions): Promise<TargetReplaySummary> {
+  // Input problems (missing files, unknown formats) surface before the node is called.
+  const sources = await identifySources(options.paths);
+  await planReadable([...sources.keys()], options.read);
+
+  const logger = options.logger.child({ component: 'replay', target: options.target });
+  logger.info({ sources: [...sources.values()] }, 'replay started');
+  const client = new IngestClient(options.target, options.logger, options.client);
+  const started = performance.now();
+  const rejected: Partial<Record<RejectReason, number>> = {};
+  let records = 0;
+  let accepted = 0;
+  const count = (reason: RejectReason): void => {
+    rejected[reason] = (rejected[reason] ?? 0) + 1;
+  };
+
+  try {
+    const totals = await client.send(replayRequests(sources, options.read), {
+      signal: options.signal,
+      onAck: (outcome, request) => {
+        records += request.events.length + request.unreadable.length;
+        accepted += outcome.accepted;
+        for (const r of outcome.rejected) count(r.reason);
+        for (const u of request.unreadable) count(rejectReasonFromWire(u.reason));
+        options.onProgress?.({ records, accepted, rejected: records - accepted });
+      },
+    });
+    const watermarkMs = totals.interrupted ? null : await client.finish();
+
+    const seconds = (performance.now() - started) / 1000;
+    const summary: TargetReplaySummary = {
+      records,
+      accepted,
+      rejected,
+      watermarkMs,
+      target: options.target,
+      batches: totals.batches,
+      reconnects: totals.reconnects,
+      seconds,
+      eventsPerSecond: records / seconds,
+      interrupted: totals.interrupted,
+    };
+    logger.info({ ...summary }, totals.interrupted ? 'replay interrupted' : 'replay finished');
+
+    return summary;
+  } finally {
+    client.close();
+  }
+}
+
+/** The end-of-replay summary for people, in the embedded replay's layout. */
+export function formatTargetSummary(s: TargetReplaySummary): string {
+  const reasons = REJECT_REASONS.filter((r) => s.rejected[r] !== undefined)
+    .map((reason) => `    ${reason}: ${s.rejected[reason]}`)
+    .join('\n');
+  const total = Object.values(s.rejected).reduce((a, b) => a + b, 0);
+  const watermark = s.interrupted
+    ? 'not moved (interrupted: periods stay open)'
+    : s.watermarkMs === null
+      ? 'none (the node routed no event)'
+      : `${isoOrNumber(s.watermarkMs)} (every period before it is closed)`;
+
+  return [
+    `records read:     ${s.records}`,
+    `accepted:         ${s.accepted}`,
+    `rejected:         ${total}${reasons === '' ? '' : `\n${reasons}`}`,
+    `watermark:        ${watermark}`,
+    `target:           ${s.target} (${s.batches} batches, ${s.reconnects} reconnects)`,
+    `time:             ${s.seconds.toFixed(2)} s`,
+    `events/second:    ${Math.round(s.eventsPerSecond)}`,
+    '',
+  ].join('\n');
+}
+
+function isoOrNumber(ms: number): string {
+  const date = new Date(ms);
+
+  return Number.isNaN(date.getTime()) ? `${ms} ms` : date.toISOString();
+}

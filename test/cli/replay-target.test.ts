@@ -1,0 +1,429 @@
+/**
+ * `speedlayer replay FILES --target HOST:PORT` against an in-process Ingest server
+ * (test/support/ingest-test-node.ts):
+ * - the shipped datasets arrive exactly: every event of the reader once, with its line,
+ *   user id and times, under batch ids made of the source id and line range (positions in
+ *   receive order); the distinct users per period of what arrived equal
+ *   expected-counts.csv; Finish is called once and its watermark printed; a second run
+ *   sends the same batch ids and changes nothing;
+ * - records the reader rejects arrive as unreadable with their reasons, beside the node's
+ *   own rejections, and the summary counts both;
+ * - flags of the embedded store are refused beside --target (exit 2), as are --target
+ *   flags without it; a node that stays down fails at --deadline (exit 1); a replay whose
+ *   every record is rejected exits 2;
+ * - Ctrl-C in a real process stops after the batches in flight, calls no Finish, and
+ *   exits 130.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+
+import { readEvents, type ReadOptions } from '../../src/ingest/index.js';
+import type { EventBatchRequestWire, EventWire } from '../../src/transport/proto.js';
+import { runCli } from '../support/cli.js';
+import { TestIngestNode } from '../support/ingest-test-node.js';
+import { bruteForceCounts } from '../support/oracle.js';
+
+const BIN = path.resolve(import.meta.dirname, '../../bin/speedlayer.js');
+const DATA = fileURLToPath(new URL('../../datasets/', import.meta.url));
+const APACHE = path.join(DATA, 'elastic-apache-logs');
+const GIT = path.join(DATA, 'git-git-commits');
+const GIT_FILE = path.join(GIT, 'git-git-commits.csv.gz');
+const GIT_READ = { userField: 'author_email', timeField: 'author_date', eventIdField: 'commit' };
+const GIT_FLAGS = [
+  '--user-field',
+  'author_email',
+  '--time-field',
+  'author_date',
+  '--event-id-field',
+  'commit',
+];
+const QUIET = ['--no-progress', '--log-level', 'silent'];
+
+const nodes: TestIngestNode[] = [];
+const dirs: string[] = [];
+
+afterEach(() => {
+  for (const node of nodes.splice(0)) node.stop();
+});
+
+afterAll(async () => {
+  for (const dir of dirs) await fsp.rm(dir, { recursive: true, force: true });
+});
+
+async function startNode(options: Parameters<typeof TestIngestNode.start>[0] = {}) {
+  const node = await TestIngestNode.start({ maxAckDelayMs: 2, ...options });
+  nodes.push(node);
+
+  return node;
+}
+
+async function tempDir(): Promise<string> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'speedlayer-target-'));
+  dirs.push(dir);
+
+  return dir;
+}
+
+interface Arrived {
+  readonly batchId: string;
+  readonly source: string;
+  readonly event: EventWire;
+}
+
+/** Every event the node stored, once per batch id, in batch order. */
+function arrivedEvents(node: TestIngestNode): Arrived[] {
+  return [...node.stored.values()].flatMap(({ request }) =>
+    request.events.map((event) => ({ batchId: request.batch_id, source: request.source, event })),
+  );
+}
+
+/** What the reader makes of the files, per line: the events a replay must deliver. */
+async function readerEvents(file: string, read: ReadOptions) {
+  const events = new Map<number, { user: string; time: number; receive: number; id: string }>();
+  const rejects = new Map<number, string>();
+  for await (const batch of readEvents([file], read)) {
+    for (let i = 0; i < batch.length; i++) {
+      events.set(batch.lines[i] as number, {
+        user: batch.userIds[i] as string,
+        time: batch.eventTimeMs[i] as number,
+        receive: batch.receiveTimeMs?.[i] ?? Number.NaN,
+        id: batch.eventIds?.[i] ?? '',
+      });
+    }
+    for (const r of batch.rejects) rejects.set(r.line, r.reason);
+  }
+
+  return { events, rejects };
+}
+
+function expectedCounts(dir: string): Map<string, number> {
+  const lines = fs
+    .readFileSync(path.join(dir, 'expected-counts.csv'), 'utf8')
+    .trimEnd()
+    .split('\n');
+
+  return new Map(
+    lines.slice(1).map((l) => {
+      const [type, start, n] = l.split(',');
+      return [`${type},${start}`, Number(n)];
+    }),
+  );
+}
+
+const datasets = [
+  {
+    name: 'elastic-apache-logs',
+    dir: APACHE,
+    file: path.join(APACHE, 'apache_logs'),
+    flags: ['--format', 'combined'],
+    read: { format: 'combined' as const },
+    kind: 'L',
+  },
+  {
+    name: 'git-git-commits in file order',
+    dir: GIT,
+    file: GIT_FILE,
+    flags: GIT_FLAGS,
+    read: GIT_READ,
+    kind: 'L',
+  },
+  {
+    name: 'git-git-commits in receive order',
+    dir: GIT,
+    file: GIT_FILE,
+    flags: [...GIT_FLAGS, '--receive-time-field', 'committer_date'],
+    read: { ...GIT_READ, receiveTimeField: 'committer_date' },
+    kind: 'R',
+  },
+];
+
+describe('speedlayer replay --target', () => {
+  it.each(datasets)(
+    '$name arrives exactly, and a second run changes nothing',
+    async ({ dir, file, flags, read, kind }) => {
+      const node = await startNode({ maxFutureSkewMs: 2 * 86_400_000 });
+      const args = ['replay', file, ...flags, '--target', node.address, ...QUIET];
+      const first = await runCli(args);
+      expect(first.stderr).toBe('');
+      expect(first.code).toBe(0);
+
+      // Every event of the reader arrived once, with its line, user id and times.
+      const reader = await readerEvents(file, read);
+      const arrived = arrivedEvents(node);
+      const asRead = arrived
+        .map(({ event: e }) => [
+          e.line,
+          e.user_id,
+          e.event_time_ms,
+          e.received_time_ms ?? null,
+          e.event_id,
+        ])
+        .sort((a, b) => (a[0] as number) - (b[0] as number));
+      const expectedRead = [...reader.events]
+        .map(([line, e]) => [
+          line,
+          e.user,
+          e.time,
+          Number.isNaN(e.receive) ? null : e.receive,
+          e.id,
+        ])
+        .sort((a, b) => (a[0] as number) - (b[0] as number));
+      expect(asRead.length).toBe(expectedRead.length);
+      expect(asRead).toEqual(expectedRead);
+      expect(reader.rejects.size).toBe(0);
+
+      // What arrived counts exactly as the dataset's expected rows.
+      const counts = bruteForceCounts(
+        arrived.map((a) => ({ userId: a.event.user_id, eventMs: a.event.event_time_ms as number })),
+      );
+      expect(counts).toEqual(expectedCounts(dir));
+
+      // Batch ids: the source id (real path and fingerprint), a reading key, a range.
+      const real = fs.realpathSync(file);
+      for (const [id, { request }] of node.stored) {
+        expect(request.source).toMatch(
+          new RegExp(`^${real.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}#[0-9a-f]{12}$`),
+        );
+        const range = new RegExp(
+          `^${request.source.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:[0-9a-f]{12}:${kind}(\\d+)-(\\d+)$`,
+        ).exec(id);
+        expect(range).not.toBeNull();
+        if (kind === 'L') {
+          const lines = request.events.map((e) => e.line);
+          expect(Math.min(...lines)).toBeGreaterThanOrEqual(Number(range?.[1]));
+          expect(Math.max(...lines)).toBe(Number(range?.[2]));
+        } else {
+          expect(Number(range?.[2]) - Number(range?.[1]) + 1).toBe(request.events.length);
+        }
+      }
+      if (kind === 'R') {
+        // In receive order: batches by position, each in receive-time order, one after another.
+        const byPosition = [...node.stored.values()]
+          .map(({ request }) => request)
+          .sort((a, b) => position(a) - position(b));
+        const receives = byPosition.flatMap((r) =>
+          r.events.map((e) => e.received_time_ms as number),
+        );
+        expect(receives).toEqual([...receives].sort((a, b) => a - b));
+      }
+
+      expect(node.finishCalls).toBe(1);
+      const latest = Math.max(...arrived.map((a) => a.event.event_time_ms as number));
+      expect(first.stdout).toContain(`records read:     ${reader.events.size}\n`);
+      expect(first.stdout).toContain(`accepted:         ${reader.events.size}\n`);
+      expect(first.stdout).toMatch(/rejected: +0\n/);
+      expect(first.stdout).toContain(
+        `watermark:        ${new Date(weekEndAfter(latest) + 600_000).toISOString()}`,
+      );
+
+      // A second run: the same ids, nothing new stored, no content changed.
+      const ids = new Set(node.stored.keys());
+      const arrivals = node.arrivals.length;
+      const second = await runCli(args);
+      expect(second.code).toBe(0);
+      expect(new Set(node.arrivals.slice(arrivals))).toEqual(ids);
+      expect(new Set(node.stored.keys())).toEqual(ids);
+      expect(node.mismatches).toEqual([]);
+    },
+  );
+
+  it('sends unreadable records with their batch and counts both sides of rejects', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'app.ndjson');
+    const now = Date.UTC(2026, 2, 24, 12);
+    const lines = [
+      JSON.stringify({ user: 'alice', ts: new Date(now).toISOString() }),
+      '{not json',
+      JSON.stringify({ user: '', ts: new Date(now).toISOString() }),
+      JSON.stringify({ user: 'bob' }),
+      '',
+      JSON.stringify({ user: 'carol', ts: '2100-01-01T00:00:00Z' }),
+      JSON.stringify({ user: 'dave', ts: new Date(now + 60_000).toISOString() }),
+    ];
+    await fsp.writeFile(file, lines.join('\n') + '\n');
+    const node = await startNode();
+
+    const run = await runCli([
+      'replay',
+      file,
+      '--user-field',
+      'user',
+      '--time-field',
+      'ts',
+      '--target',
+      node.address,
+      ...QUIET,
+    ]);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+
+    const requests: EventBatchRequestWire[] = [...node.stored.values()].map((s) => s.request);
+    expect(requests.flatMap((r) => r.events.map((e) => [e.line, e.user_id]))).toEqual([
+      [1, 'alice'],
+      [6, 'carol'],
+      [7, 'dave'],
+    ]);
+    const unreadable = requests.flatMap((r) => r.unreadable.map((u) => [u.line, u.reason]));
+    expect(unreadable).toEqual([
+      [2, 'REJECT_REASON_MALFORMED'],
+      [3, 'REJECT_REASON_INVALID_USER_ID'],
+      [4, 'REJECT_REASON_INVALID_TIME'],
+    ]);
+    // The same reasons as the reader gives the embedded replay.
+    const reader = await readerEvents(file, { userField: 'user', timeField: 'ts' });
+    expect([...reader.rejects]).toEqual([
+      [2, 'malformed'],
+      [3, 'invalid_user_id'],
+      [4, 'invalid_time'],
+    ]);
+    // No receive-time field: carol, in 2100, is ahead of the node's clock: its rejection.
+    expect(run.stdout).toContain('records read:     6\n');
+    expect(run.stdout).toContain('accepted:         2\n');
+    expect(run.stdout).toContain(
+      'rejected:         4\n    invalid_user_id: 1\n    invalid_time: 1\n    malformed: 1\n    future: 1\n',
+    );
+  });
+
+  it('refuses the flags of the other kind of replay, and a target that is not host:port', async () => {
+    const file = path.join(APACHE, 'apache_logs');
+    const cases = [
+      {
+        args: ['--target', '127.0.0.1:1', '--data-dir', '/tmp/x'],
+        message:
+          "--data-dir is for the embedded store; with --target the node's own settings apply",
+      },
+      {
+        args: ['--target', '127.0.0.1:1', '--allowed-lateness', '1h', '--partitions', '4'],
+        message: '--allowed-lateness, --partitions are for the embedded store',
+      },
+      {
+        args: ['--target', '127.0.0.1:1', '--postgres', 'postgres://x'],
+        message: '--postgres is for the embedded store',
+      },
+      { args: ['--deadline', '1m'], message: '--deadline applies only with --target' },
+      { args: ['--target', 'localhost'], message: "--target must be host:port, got 'localhost'" },
+    ];
+    for (const { args, message } of cases) {
+      const run = await runCli(['replay', file, ...args, ...QUIET]);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toContain(message);
+      expect(run.stdout).toBe('');
+    }
+  });
+
+  it('fails at --deadline while the node is down, and exits 2 when every record is rejected', async () => {
+    const node = await startNode();
+    const file = path.join(APACHE, 'apache_logs');
+    node.stop();
+    const down = await runCli([
+      'replay',
+      file,
+      '--target',
+      node.address,
+      '--deadline',
+      '1s',
+      ...QUIET,
+    ]);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(
+      /\[SL-INGEST-102\] the deadline of 1000 ms passed; last error: .*UNAVAILABLE/,
+    );
+
+    await node.restart();
+    const dir = await tempDir();
+    const bad = path.join(dir, 'bad.ndjson');
+    await fsp.writeFile(
+      bad,
+      '{"id": 1, "ts": "2026-03-24T10:00:00Z"}\n{"id": 2, "ts": "2026-03-24T10:00:00Z"}\n',
+    );
+    const rejected = await runCli([
+      'replay',
+      bad,
+      '--user-field',
+      'user',
+      '--time-field',
+      'ts',
+      '--target',
+      node.address,
+      ...QUIET,
+    ]);
+    expect(rejected.code).toBe(2);
+    expect(rejected.stdout).toContain('    invalid_user_id: 2');
+    expect(rejected.stderr).toContain('every record was rejected');
+  });
+
+  it('stops on Ctrl-C after the batches in flight, without Finish, with exit code 130', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'big.ndjson');
+    const start = Date.UTC(2026, 2, 23);
+    const text = Array.from(
+      { length: 100_000 },
+      (_, i) => `{"u":"u${i % 997}","t":${start + i * 1000}}`,
+    ).join('\n');
+    await fsp.writeFile(file, text + '\n');
+    const node = await startNode();
+    node.holdAcks = true;
+
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        'replay',
+        file,
+        '--user-field',
+        'u',
+        '--time-field',
+        't',
+        '--target',
+        node.address,
+        '--log-level',
+        'warn',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+
+    // The window (8 batches of 8192 events) is full and waits for acknowledgements.
+    await until(() => node.arrivals.length === 8);
+    child.kill('SIGINT');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    node.release();
+
+    expect(await exited).toBe(130);
+    expect(node.arrivals.length).toBe(8);
+    expect(node.finishCalls).toBe(0);
+    expect(stdout).toContain(`records read:     ${8 * 8192}\n`);
+    expect(stdout).toContain('watermark:        not moved (interrupted: periods stay open)');
+    expect(stderr).toContain('replay interrupted; run the same command again');
+  });
+});
+
+function position(request: EventBatchRequestWire): number {
+  return Number(/:R(\d+)-\d+$/.exec(request.batch_id)?.[1]);
+}
+
+/** The start of the ISO week after the one that holds `ms`. */
+function weekEndAfter(ms: number): number {
+  const day = Math.floor(ms / 86_400_000) * 86_400_000;
+  const monday = day - ((new Date(day).getUTCDay() + 6) % 7) * 86_400_000;
+
+  return monday + 7 * 86_400_000;
+}
+
+async function until(condition: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
