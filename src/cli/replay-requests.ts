@@ -8,6 +8,8 @@
  *                                                         in the receive-ordered input
  *   <source id>:<reading key>:U<first line>-<last line>   receive order: unreadable records
  *
+ * In receive order each batch also carries the replay's clock (`clock_ms`).
+ *
  * The source id is the file's real path and content fingerprint (see identifySources).
  * The reading key is a digest of what decides the events of a line (format, fields, time
  * format, order, and in receive order the whole input), so that a replay with other
@@ -69,7 +71,7 @@ export async function* replayRequests(
     for (const part of batch.length === 0 ? [] : cutBatch(batch)) {
       const id = `${part.source}:${key}:R${position + 1}-${position + part.length}`;
       position += part.length;
-      yield eventBatchToWire(part, id);
+      yield withClock(eventBatchToWire(part, id), part);
     }
   }
 }
@@ -83,6 +85,16 @@ function* linesRequests(
     const [first, last] = lineRangeOf(part);
     yield eventBatchToWire(part, `${part.source}:${key}:${kind}${first}-${last}`);
   }
+}
+
+/**
+ * The replay's clock as the batch leaves: its last receive time, which a node whose
+ * watermark follows receive times moves its clock to, as the embedded replay does.
+ */
+function withClock(request: EventBatchRequestWire, batch: EventBatch): EventBatchRequestWire {
+  const last = batch.receiveTimeMs?.[batch.length - 1] ?? Number.NaN;
+
+  return Number.isNaN(last) ? request : { ...request, clock_ms: last };
 }
 
 function rejectsOnly(batch: EventBatch): EventBatch {

@@ -211,6 +211,10 @@ describe('speedlayer replay --target', () => {
           r.events.map((e) => e.received_time_ms as number),
         );
         expect(receives).toEqual([...receives].sort((a, b) => a - b));
+        // Each batch carries the replay's clock as it leaves: its last receive time.
+        for (const r of byPosition) expect(r.clock_ms).toBe(r.events.at(-1)?.received_time_ms);
+      } else {
+        for (const { request } of node.stored.values()) expect(request.clock_ms).toBeUndefined();
       }
 
       expect(node.finishCalls).toBe(1);
