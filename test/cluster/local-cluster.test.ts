@@ -12,11 +12,15 @@
  *   resumed one learns it lost;
  * - stop() ends every process with exit code 0 (etcd by SIGTERM), leaves no pid alive,
  *   drops the schema and removes the temporary directory;
+ * - over a kept data directory, a second launch resumes the same cluster (name, ring,
+ *   schema) and a launch with another P is refused;
  * - `npm run cluster -- --shards 2` (on a free port) prints each part with its pid and a ready line, and
  *   on SIGTERM stops them all and exits 0.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -179,6 +183,36 @@ describe.skipIf(postgresUrl === undefined)('LocalCluster', () => {
     expect(existsSync(c.dataDir)).toBe(false);
     expect(await schemaExists(c.postgresSchema)).toBe(false);
     expect(await c.stop()).toBe(exits);
+  });
+});
+
+describe.skipIf(postgresUrl === undefined)('LocalCluster over a kept data directory', () => {
+  it('resumes the same cluster on a second launch, and refuses another partition count', async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'speedlayer-kept-'));
+    const options = { shards: 1, partitions: 2, port: 0, postgresUrl, dataDir, leaseTtlMs: 3000 };
+    let second: LocalCluster | undefined;
+    try {
+      const first = await LocalCluster.start(options);
+      const { clusterName, postgresSchema } = first;
+      await first.stop();
+      expect(existsSync(path.join(dataDir, 'etcd'))).toBe(true);
+      expect(await schemaExists(postgresSchema)).toBe(true);
+
+      second = await LocalCluster.start({ ...options, dropSchema: true });
+      expect([second.clusterName, second.postgresSchema]).toEqual([clusterName, postgresSchema]);
+      const serving = await second.waitForLog('shard-1', (l) => l.msg === 'shard serving', 1000);
+      expect(serving).toMatchObject({ ringEpoch: 1, partitions: [0, 1] });
+      await second.stop();
+      expect(await schemaExists(postgresSchema)).toBe(false);
+      expect(existsSync(dataDir)).toBe(true);
+
+      await expect(LocalCluster.start({ ...options, partitions: 4 })).rejects.toThrow(
+        /SL-CLUSTER-006.*partitions 2 \(asked: 4\)/,
+      );
+    } finally {
+      await second?.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
 
