@@ -28,6 +28,7 @@ import {
   nextSignal,
   partitionCountFlag,
   portFlag,
+  positiveIntegerFlag,
   urlListFlag,
 } from './process-support.js';
 import { openWarehouse, withStoreFlags, type StoreFlags } from './warehouse-options.js';
@@ -40,6 +41,7 @@ interface CoordinatorFlags extends StoreFlags {
   allowedLateness: number;
   roundInterval: number;
   leaseTtl: number;
+  initialShards: number;
   host: string;
   port?: number;
   queryHost: string;
@@ -75,6 +77,12 @@ export function coordinatorCommand(): Command {
       new Option('--lease-ttl <duration>', 'TTL of the election lease in etcd')
         .argParser(durationFlag)
         .default(5000, '5s'),
+    )
+    .option(
+      '--initial-shards <n>',
+      'shards that must be registered before the first ring is written over them',
+      positiveIntegerFlag,
+      1,
     )
     .option('--host <host>', 'address the Coordinator service listens on', '127.0.0.1')
     .option(
@@ -123,6 +131,7 @@ export function coordinatorCommand(): Command {
         allowedLatenessMs: flags.allowedLateness,
         roundIntervalMs: flags.roundInterval,
         leaseTtlSeconds,
+        initialShards: flags.initialShards,
         logger: base,
       });
       // The service gives up by itself only on a failure no retry fixes.

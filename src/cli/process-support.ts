@@ -33,6 +33,14 @@ export function partitionCountFlag(value: string): number {
   return n;
 }
 
+/** A count of at least 1, e.g. of shards. */
+export function positiveIntegerFlag(value: string): number {
+  const n = integerFlag(value);
+  if (n < 1) throw new Error(`not a positive integer: '${value}'`);
+
+  return n;
+}
+
 /** An IPv6 host goes in brackets before `:port`. */
 export function hostPart(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
