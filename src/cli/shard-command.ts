@@ -3,7 +3,8 @@
  * for the ring the elected coordinator writes, holds the partitions the ring assigns to
  * it in a {@link PartitionHost}, and serves them with a {@link ShardServer}. With a
  * warehouse (--postgres) the same port also serves Ingest, judged by this node's router
- * and routed to the partitions' owners, and Query.
+ * and routed to the partitions' owners, and Query. Every shard's port also answers
+ * Coordinator.Status, from the record the leader keeps in etcd.
  *
  * When the ring changes, the shard reopens its host under the new epoch with the
  * partitions the ring now gives it (see {@link RingAssignment}): partitions reach it with
@@ -27,6 +28,7 @@ import { createLogger, type Logger } from '../observability/index.js';
 import {
   EtcdCoordinationStore,
   MIN_LEASE_TTL_SECONDS,
+  RingError,
   isRingError,
   type Membership,
   type Ring,
@@ -36,7 +38,9 @@ import { PartitionHost } from '../shard/partition-host.js';
 import { RingAssignment } from '../shard/ring-assignment.js';
 import { INGEST_SERVICE } from '../transport/ingest-server.js';
 import { RingView } from '../transport/routing-table.js';
+import type { ServedService } from '../transport/served-service.js';
 import { ShardServer } from '../transport/shard-server.js';
+import { statusService } from '../transport/status-service.js';
 import { CommandExit } from './io.js';
 import {
   hostPart,
@@ -217,7 +221,7 @@ class ShardRole {
       address: `${hostPart(f.host)}:${f.port}`,
       logger: this.logger,
       serving: false,
-      services: this.ingest?.services,
+      services: [...(this.ingest?.services ?? []), this.statusService()],
     });
     if (this.ingest !== undefined) {
       this.server.setServiceServing(INGEST_SERVICE, this.ingest.router.ready);
@@ -278,6 +282,24 @@ class ShardRole {
         this.logger.warn({ err }, 'shard membership watch failed; retrying'),
       );
     }
+  }
+
+  /** Coordinator.Status on this port, answered from the leader's record in etcd. */
+  private statusService(): ServedService {
+    return statusService({
+      source: () => {
+        const store = this.store;
+        if (store === undefined) {
+          return Promise.reject(
+            new RingError('unavailable', 'this shard is not connected to etcd yet'),
+          );
+        }
+
+        return store.readStatus();
+      },
+      answeredBy: this.flags.id,
+      logger: this.logger,
+    });
   }
 
   /** The Ingest and Query services, when a warehouse is given; logs that ingest is off otherwise. */

@@ -130,6 +130,7 @@ export {
   startCoordinatorServer,
   statusFromWire,
   statusHandlers,
+  statusService,
   statusToWire,
   storeStatusSource,
 } from './status-service.js';
@@ -142,6 +143,16 @@ export type {
   StatusView,
 } from './status-service.js';
 export { MAX_EVENTS_PER_REQUEST, MAX_UNREADABLE_PER_REQUEST } from './ingest-batch.js';
+export { IngestClient as IngestServiceClient } from './ingest-client.js';
+export type {
+  BatchOutcome,
+  IngestClientErrorKind,
+  IngestClientOptions,
+  IngestTotals,
+  SendOptions,
+} from './ingest-client.js';
+export { IngestClientError } from './ingest-client.js';
+export { cutBatch, eventBatchToWire, lineRangeOf } from './ingest-requests.js';
 export { IngestError, asIngestError, ingestStatus } from './ingest-errors.js';
 export type { IngestErrorKind } from './ingest-errors.js';
 export { INGEST_WATERMARK_MODES, IngestRouter } from './ingest-router.js';

@@ -1,7 +1,7 @@
 /**
  * A gRPC service that a server hosts beside its own, on the same port: a shard process
- * serves Ingest and Query (and later Coordinator.Status) next to Shard, so that one
- * address takes events and queries. The server lists it in health checking and
+ * serves Ingest, Query and Coordinator.Status next to Shard, so that one address takes
+ * events, queries and status calls. The server lists it in health checking and
  * reflection.
  */
 import type * as grpc from '@grpc/grpc-js';

@@ -36,6 +36,7 @@ import {
   type ErrorDetailWire,
   type StatusResponseWire,
 } from './proto.js';
+import type { ServedService } from './served-service.js';
 import { errorDetailTrailer } from './status-details.js';
 
 /** The service's full name, for health checking and reflection. */
@@ -107,6 +108,15 @@ export function statusHandlers(options: StatusServiceOptions): CoordinatorHandle
 /** Adds the Coordinator service to `server`; its health and reflection are the caller's. */
 export function addStatusService(server: grpc.Server, options: StatusServiceOptions): void {
   addSpeedlayerService(server, loadSpeedlayerProtos().coordinator, statusHandlers(options));
+}
+
+/** The Coordinator service, to be served beside others (a shard's port; see {@link ServedService}). */
+export function statusService(options: StatusServiceOptions): ServedService {
+  return {
+    name: COORDINATOR_SERVICE,
+    protoFile: COORDINATOR_PROTO_FILE,
+    register: (server) => addStatusService(server, options),
+  };
 }
 
 export function statusToWire(
