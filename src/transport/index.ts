@@ -143,7 +143,7 @@ export type {
   StatusView,
 } from './status-service.js';
 export { MAX_EVENTS_PER_REQUEST, MAX_UNREADABLE_PER_REQUEST } from './ingest-batch.js';
-export { IngestClient as IngestServiceClient } from './ingest-client.js';
+export { IngestClientError, IngestClient as IngestServiceClient } from './ingest-client.js';
 export type {
   BatchOutcome,
   IngestClientErrorKind,
@@ -151,10 +151,9 @@ export type {
   IngestTotals,
   SendOptions,
 } from './ingest-client.js';
-export { IngestClientError } from './ingest-client.js';
-export { cutBatch, eventBatchToWire, lineRangeOf } from './ingest-requests.js';
 export { IngestError, asIngestError, ingestStatus } from './ingest-errors.js';
 export type { IngestErrorKind } from './ingest-errors.js';
+export { cutBatch, eventBatchToWire, lineRangeOf } from './ingest-requests.js';
 export { INGEST_WATERMARK_MODES, IngestRouter } from './ingest-router.js';
 export type {
   DeadLetterSink,
