@@ -87,12 +87,7 @@ export function formatTable(view: StatusView, nowMs: number): string {
         ? 'none yet under this leader'
         : `${isoMillis(view.lastRoundAtMs)} (${ago(nowMs - view.lastRoundAtMs)})`,
     ],
-    [
-      'global watermark',
-      view.globalWatermarkMs === undefined
-        ? 'unknown (the last round was not complete)'
-        : isoMillis(view.globalWatermarkMs),
-    ],
+    ['global watermark', watermarkLine(view)],
     ['missing', missingLine(view)],
   ];
   const width = Math.max(...header.map(([key]) => key.length));
@@ -108,6 +103,14 @@ export function formatTable(view: StatusView, nowMs: number): string {
     rows.length === 0 ? [] : ['', ...grid(['partition', 'shard', 'reported', 'watermark'], rows)];
 
   return `${[...lines, ...table].join('\n')}\n`;
+}
+
+function watermarkLine(view: StatusView): string {
+  if (view.globalWatermarkMs !== undefined) return isoMillis(view.globalWatermarkMs);
+
+  return view.lastRoundAtMs === undefined
+    ? 'unknown: no round yet'
+    : 'unknown: the last round was not complete';
 }
 
 function missingLine(view: StatusView): string {
