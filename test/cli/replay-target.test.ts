@@ -292,6 +292,33 @@ describe('speedlayer replay --target', () => {
     expect(run.stdout).toContain(
       'rejected:         4\n    invalid_user_id: 1\n    invalid_time: 1\n    malformed: 1\n    future: 1\n',
     );
+
+    // Other fields make other events of the same lines: new batch ids, not old answers.
+    const before = new Set(node.stored.keys());
+    const other = await runCli([
+      ...['replay', file, '--user-field', 'ts', '--time-field', 'ts'],
+      ...['--target', node.address, ...QUIET],
+    ]);
+    expect(other.code).toBe(0);
+    const added = [...node.stored.keys()].filter((id) => !before.has(id));
+    expect(added.length).toBe(before.size);
+
+    // In receive order, the unreadable records travel in batches of their own.
+    const fresh = await startNode();
+    const receive = await runCli([
+      ...['replay', file, '--user-field', 'user', '--time-field', 'ts'],
+      ...['--receive-time-field', 'ts', '--target', fresh.address, ...QUIET],
+    ]);
+    expect(receive.code).toBe(0);
+    const byKind = [...fresh.stored.values()].map(({ request: r }) => [
+      /:([LRU])\d+-\d+$/.exec(r.batch_id)?.[1],
+      r.events.map((e) => e.line),
+      r.unreadable.map((u) => u.line),
+    ]);
+    expect(byKind).toEqual([
+      ['U', [], [2, 3, 4]],
+      ['R', [1, 7, 6], []],
+    ]);
   });
 
   it('refuses the flags of the other kind of replay, and a target that is not host:port', async () => {
