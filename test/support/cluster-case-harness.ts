@@ -13,9 +13,10 @@
  * - arrivals: every batch goes to the first shard's Ingest service over one stream, with
  *   the events' receive times and the harness clock as `clock_ms`; the clock's stops at
  *   close points are batches without events, whose `clock_ms` moves the clock (BH-01);
- * - after each, the harness waits for its acknowledgement and for the leader's rounds to
- *   catch up (Coordinator.Status), then reads the versions, so `final_by` is measured on
- *   the harness clock;
+ * - after each, the harness waits for its acknowledgement; after a batch, and after a stop
+ *   past the close of a period that holds events (elsewhere no version can appear), also
+ *   for the leader's rounds to catch up (Coordinator.Status), then reads the versions, so
+ *   `final_by` is measured on the harness clock;
  * - controls: `kill_shard` and `restart_shard` act on the process that owns the user's
  *   partition under the ring in etcd (`graceful: false` is SIGKILL, otherwise SIGTERM);
  *   `kill_all_shards` and `restart_all_shards` on every shard, the ingest node included.
