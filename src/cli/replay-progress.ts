@@ -1,4 +1,4 @@
-/** What the two replays (embedded and --target) share on the terminal: the progress bar and Ctrl-C. */
+/** What the embedded replay and the one with --target share: the progress bar and Ctrl-C. */
 import cliProgress from 'cli-progress';
 
 import type { CliIo } from './io.js';

@@ -38,11 +38,14 @@ export interface IngestClientOptions {
   readonly windowSize?: number;
   /** How long one send() or finish() may take in all, retries included. @default no limit */
   readonly deadlineMs?: number;
-  /** A stream with batches in flight and no acknowledgement for this long is reopened. @default 30_000 */
+  /**
+   * A stream with batches in flight and no acknowledgement for this long is reopened.
+   * @default 30_000
+   */
   readonly ackTimeoutMs?: number;
   /** send() and finish() give up when nothing was acknowledged for this long. @default 120_000 */
   readonly stallTimeoutMs?: number;
-  /** The first wait before a new stream; it doubles, with jitter, up to the maximum. @default 100 */
+  /** The first wait before a new stream; doubles, with jitter, up to the maximum. @default 100 */
   readonly initialBackoffMs?: number;
   /** @default 5_000 */
   readonly maxBackoffMs?: number;
@@ -157,7 +160,7 @@ export class IngestClient {
     });
   }
 
-  /** Closes the channel; a send() or finish() in progress fails with 'closed'. Safe to call twice. */
+  /** Closes the channel; a send() or finish() in progress fails with 'closed'. Idempotent. */
   close(): void {
     this.closed = true;
     for (const run of this.runs)

@@ -105,16 +105,16 @@ export class SendRun {
   ) {}
 
   async execute(): Promise<IngestTotals> {
-    const deadline = setTimeout(
-      () => {
-        const why = this.lastError === null ? '' : `; last error: ${errorText(this.lastError)}`;
-        const text = this.unackedText(
-          `the deadline of ${this.settings.deadlineMs} ms passed${why}`,
-        );
-        this.fail(new IngestClientError('deadline-exceeded', text, { cause: this.lastError }));
-      },
-      Math.min(this.settings.deadlineMs, 2 ** 31 - 1),
-    );
+    const onDeadline = (): void => {
+      const why = this.lastError === null ? '' : `; last error: ${errorText(this.lastError)}`;
+      const text = this.unackedText(`the deadline of ${this.settings.deadlineMs} ms passed${why}`);
+      this.fail(new IngestClientError('deadline-exceeded', text, { cause: this.lastError }));
+    };
+    // Timers take at most 2^31 - 1 ms (24.8 days); a longer deadline is no deadline.
+    const deadline =
+      this.settings.deadlineMs < 2 ** 31
+        ? setTimeout(onDeadline, this.settings.deadlineMs)
+        : undefined;
     const onStop = (): void => this.fail(asError(this.stop.signal.reason));
     const onInterrupt = (): void => this.pump();
     this.stop.signal.addEventListener('abort', onStop, { once: true });
@@ -217,7 +217,7 @@ export class SendRun {
     });
   }
 
-  /** Takes batches from the input while the window has room; ends the stream when all are acknowledged. */
+  /** Takes input while the window has room; ends the stream once all is acknowledged. */
   private pump(): void {
     if (this.fatal !== null) return;
     if (!this.inputDone && this.options.signal?.aborted === true) {
