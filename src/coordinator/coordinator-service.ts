@@ -28,6 +28,7 @@ import {
   type GrpcPartitionsPortOptions,
 } from '../transport/grpc-partitions.js';
 import { Coordinator, type RoundResult, type RowSink } from './coordinator.js';
+import { PartitionHandoff, type PartitionHandoffOptions } from './handoff.js';
 import { StatusRecorder, type StatusRecorderOptions } from './status-recorder.js';
 
 /**
@@ -96,6 +97,11 @@ export interface CoordinatorServiceOptions {
   readonly maxBackoffMs?: number;
   /** Passed to every {@link GrpcPartitionsPort} the service builds. */
   readonly port?: Pick<GrpcPartitionsPortOptions, 'reportDeadlineMs' | 'callDeadlineMs' | 'client'>;
+  /** How partitions move to a shard that joins (see {@link PartitionHandoff}). */
+  readonly handoff?: Pick<
+    PartitionHandoffOptions,
+    'adoptDeadlineMs' | 'concurrency' | 'retryBackoffMs' | 'client'
+  >;
   /** How often missing partitions are logged again, and the status rewritten unchanged. */
   readonly status?: Pick<StatusRecorderOptions, 'reminderIntervalMs' | 'refreshIntervalMs'>;
 }
@@ -107,6 +113,14 @@ interface Term {
   readonly ended: AbortController;
   /** The ring the port was built from; undefined until there is one. */
   ring: Ring | undefined;
+  /** The ring in etcd as this term last knew it; ahead of `ring` while an owner is away. */
+  latestRing: Ring | undefined;
+  /** The registered shards as last applied. */
+  shards: readonly ShardInfo[];
+  /** Moves partitions to shards that join. */
+  readonly handoff: PartitionHandoff;
+  /** The ring epoch of the last round that every partition reported to. */
+  completeEpoch?: number;
   /** Partition → address of the port. */
   addresses: readonly string[];
   port: GrpcPartitionsPort | undefined;
@@ -132,14 +146,13 @@ interface Term {
  * `roundIntervalMs`. When the leadership is lost it stops the rounds at once, closes
  * the port and campaigns again, as a standby.
  *
- * The ring is written once, over the shards registered when the first leader finds
- * none (at least `initialShards` of them), and membership changes never move a
- * partition afterwards: a partition's state lives in its owner's LevelDB, so giving it
- * to another shard without moving that state would publish undercounts. An owner that
- * leaves keeps its partitions, and rounds hold back (Invariant 2) until it registers
- * again, possibly at another address (the port is rebuilt then). A shard that joins
- * later owns nothing until partition handoff, which is not built yet, moves partitions
- * to it.
+ * The first ring is written over the shards registered when the first leader finds
+ * none (at least `initialShards` of them). A partition's state lives in its owner's
+ * LevelDB, so a partition only changes owner together with its state: when a shard that
+ * owns nothing has joined and every owner is registered, the leader moves partitions to
+ * it with a {@link PartitionHandoff} between rounds. An owner that leaves keeps its
+ * partitions, and rounds hold back (Invariant 2) until it registers again, possibly at
+ * another address (the port is rebuilt then).
  */
 export class CoordinatorService
   extends EventEmitter<CoordinatorServiceEvents>
@@ -305,6 +318,15 @@ export class CoordinatorService
         leadership,
         ended,
         ring: undefined,
+        latestRing: undefined,
+        shards: [],
+        handoff: new PartitionHandoff({
+          ...this.options.handoff,
+          client: this.options.handoff?.client ?? this.options.port?.client,
+          store,
+          leadership,
+          logger: this.logger,
+        }),
         addresses: [],
         port: undefined,
         coordinator: undefined,
@@ -322,7 +344,8 @@ export class CoordinatorService
       if (ended.signal.aborted) return true;
       if (!this.machine.transition(['campaigning'], 'leading')) return true;
 
-      await this.applyShards(store, term, await store.listShards(), previous);
+      const ring = await term.handoff.recover(previous);
+      await this.applyShards(store, term, await store.listShards(), ring);
       await this.saveStatus(store, term);
       const t = term;
       term.subscription = await store.watchShards((shards) => {
@@ -355,14 +378,16 @@ export class CoordinatorService
       const shards = term.pendingShards;
       if (shards !== undefined) {
         term.pendingShards = undefined;
-        await this.applyShards(store, term, shards, term.ring ?? (await store.readRing()));
+        await this.applyShards(store, term, shards, term.latestRing ?? (await store.readRing()));
       }
+      await this.moveToJoiners(store, term);
 
       if (term.coordinator !== undefined) {
         try {
           const result = await term.coordinator.round();
           if (signal.aborted) return;
           term.recorder.recordRound(result, term.port?.lastReportFailures());
+          if (result.missingPartitions.length === 0) term.completeEpoch = term.ring?.epoch;
           this.emit('round', result);
         } catch (err) {
           if (signal.aborted) return;
@@ -391,6 +416,7 @@ export class CoordinatorService
     previous: Ring | undefined,
   ): Promise<void> {
     const ids = shards.map((s) => s.shardId);
+    term.shards = shards;
     let ring = previous;
     const initialShards = this.options.initialShards ?? 1;
     if (ring === undefined && ids.length >= initialShards) {
@@ -406,6 +432,7 @@ export class CoordinatorService
       );
       return;
     }
+    term.latestRing = ring;
     this.noteMembership(term, ring, ids);
 
     const addressOf = new Map(shards.map((s) => [s.shardId, s.address]));
@@ -453,9 +480,33 @@ export class CoordinatorService
   }
 
   /**
+   * Moves partitions to shards that joined, when a move is due (see
+   * {@link PartitionHandoff.step}), and rebuilds the port on the ring written. A move
+   * starts only after a round that every partition reported to under the ring, so that
+   * every owner holds its partitions under that epoch. A failed move is logged and tried
+   * again later; a lost leadership ends the term.
+   */
+  private async moveToJoiners(store: CoordinationStore, term: Term): Promise<void> {
+    const ring = term.latestRing;
+    if (ring === undefined || term.completeEpoch !== ring.epoch) return;
+
+    let now: Ring;
+    try {
+      now = await term.handoff.step(ring, term.shards, term.ended.signal);
+    } catch (err) {
+      if (term.ended.signal.aborted || isRingError(err, 'not-leader')) throw err;
+      this.fail(err, 'partition move failed; it is tried again later');
+      return;
+    }
+
+    if (now !== ring) await this.applyShards(store, term, term.shards, now);
+  }
+
+  /**
    * Logs, once per change, the shards that are registered but own nothing (they joined
-   * after the ring was written) and the owners that are not registered (their partitions
-   * hold every number back until they return).
+   * after the ring was written; partitions move to them once every owner is registered)
+   * and the owners that are not registered (their partitions hold every number back
+   * until they return).
    */
   private noteMembership(term: Term, ring: Ring, ids: readonly string[]): void {
     const owners = shardsOf(ring);
@@ -468,7 +519,7 @@ export class CoordinatorService
     if (idle.length > 0) {
       this.logger.warn(
         { ringEpoch: ring.epoch, shards: idle },
-        'shards registered without partitions: the ring never moves a partition without its state, and partition handoff is not built',
+        'shards registered without partitions: partitions move to them once every ring owner is registered',
       );
     }
     if (absent.length > 0) {

@@ -204,19 +204,31 @@ export class ShardRpcClient {
     return [...response.partitions];
   }
 
-  /** Asks the shard to take a partition over from its owner; resolves once the copy is durable. */
-  async adopt(call: AdoptCall, deadlineMs: number): Promise<AdoptOutcome> {
+  /**
+   * Asks the shard to take a partition over from its owner; resolves once the copy is
+   * durable. `signal` cancels the call (the shard then drops what it copied).
+   */
+  async adopt(call: AdoptCall, deadlineMs: number, signal?: AbortSignal): Promise<AdoptOutcome> {
     const request = {
       ring_epoch: call.ringEpoch,
       partition: call.partition,
       from: call.from,
       to: call.to,
     };
-    const response = await this.invoke<AdoptResponseWire>('Adopt', deadlineMs, (m, o, cb) =>
-      this.client.Adopt(request, m, o, cb),
-    );
+    let running: grpc.ClientUnaryCall | undefined;
+    const cancel = (): void => running?.cancel();
+    signal?.addEventListener('abort', cancel, { once: true });
 
-    return { partition: response.partition, entries: response.entries, bytes: response.bytes };
+    try {
+      signal?.throwIfAborted();
+      const response = await this.invoke<AdoptResponseWire>('Adopt', deadlineMs, (m, o, cb) => {
+        running = this.client.Adopt(request, m, o, cb);
+      });
+
+      return { partition: response.partition, entries: response.entries, bytes: response.bytes };
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+    }
   }
 
   /**
