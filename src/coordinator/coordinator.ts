@@ -154,9 +154,7 @@ export class Coordinator {
     const provisional = this.provisionalWrites(provisionalKeys, counts, globalWatermarkMs);
 
     // Act.
-    if (versions.length > 0 || provisional.length > 0) {
-      await this.sink.publish({ versions, provisional }, this.options.fence);
-    }
+    if (versions.length > 0 || provisional.length > 0) await this.publish(versions, provisional);
     for (const write of provisional)
       this.provisional.set(`${write.periodType}:${write.periodStartMs}`, write.distinctUsers);
     await this.partitions.acknowledge(this.acks(reports));
@@ -182,6 +180,30 @@ export class Coordinator {
       missingPartitions: [],
       partitionWatermarksMs,
     };
+  }
+
+  /**
+   * Writes the round's rows under this coordinator's fence. A refusal by the writer fence
+   * (a newer leader claimed it) is logged here: the service that runs the rounds may be
+   * ending its term because its lease ran out at the same moment, and drops the error.
+   */
+  private async publish(versions: VersionWrite[], provisional: ProvisionalWrite[]): Promise<void> {
+    try {
+      await this.sink.publish({ versions, provisional }, this.options.fence);
+    } catch (err) {
+      if (err instanceof Error && err.message.includes('stale fencing token')) {
+        this.options.logger.warn(
+          {
+            err,
+            fencingToken: this.options.fence.fencingToken,
+            versions: versions.length,
+            provisional: provisional.length,
+          },
+          'publish refused: a newer leader holds the writer fence',
+        );
+      }
+      throw err;
+    }
   }
 
   private missingPartitions(reports: readonly PartitionReport[]): number[] {
