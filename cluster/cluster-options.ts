@@ -54,6 +54,12 @@ export interface LocalClusterOptions {
   readonly extraArgs?: ExtraArgs;
   /** Also append each process's output to `<dataDir>/logs/<name>.log`. @default false */
   readonly logFiles?: boolean;
+  /**
+   * Processes (`shard-2`, `coordinator-1`, ...) that reach etcd through a loopback TCP
+   * proxy of their own, so that a test can cut them off from etcd alone and let them
+   * back ({@link LocalCluster.etcdLink}). @default none
+   */
+  readonly etcdProxied?: readonly string[];
   /** How long start-up may take before it fails. @default 60000 */
   readonly readyTimeoutMs?: number;
   /** How long {@link LocalCluster.stop} waits after SIGTERM before SIGKILL. @default 20000 */
@@ -81,6 +87,7 @@ export interface ResolvedLocalClusterOptions {
   readonly logLevel: string;
   readonly extraArgs: Required<ExtraArgs>;
   readonly logFiles: boolean;
+  readonly etcdProxied: readonly string[];
   readonly readyTimeoutMs: number;
   readonly stopGraceMs: number;
   readonly dropSchema: boolean | undefined;
@@ -148,6 +155,20 @@ export function resolveLocalClusterOptions(
     leaseTtlMs >= MIN_LEASE_TTL_SECONDS * 1000,
     `leaseTtlMs: ${leaseTtlMs} is below etcd's minimum lease of ${MIN_LEASE_TTL_SECONDS}s`,
   );
+  const speedlayerNames = [
+    ...Array.from(
+      { length: Number.isSafeInteger(shards) ? shards : 0 },
+      (_, i) => `shard-${i + 1}`,
+    ),
+    'coordinator-1',
+    'coordinator-2',
+  ];
+  for (const name of options.etcdProxied ?? []) {
+    check(
+      speedlayerNames.includes(name),
+      `etcdProxied: '${name}' is not one of the cluster's shards or coordinators`,
+    );
+  }
   if (problems.length > 0) {
     throw new Error(`[SL-CLUSTER-003] bad cluster options:\n  ${problems.join('\n  ')}`);
   }
@@ -170,6 +191,7 @@ export function resolveLocalClusterOptions(
       coordinator: options.extraArgs?.coordinator ?? [],
     },
     logFiles: options.logFiles ?? false,
+    etcdProxied: [...new Set(options.etcdProxied ?? [])],
     readyTimeoutMs: options.readyTimeoutMs ?? d.readyTimeoutMs,
     stopGraceMs: options.stopGraceMs ?? d.stopGraceMs,
     dropSchema: options.dropSchema,

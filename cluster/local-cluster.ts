@@ -33,6 +33,7 @@ import {
 import { checkHealth } from './grpc-health.js';
 import { assertEtcdInstalled, etcdArgs, etcdEndpoint, waitForEtcd } from './etcd.js';
 import { assertPortFree, freePorts } from './ports.js';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 import {
   SPEEDLAYER_BIN,
   coordinatorArgs,
@@ -43,6 +44,7 @@ import {
 } from './role-args.js';
 
 export type { LogLine, ExitInfo } from './cluster-process.js';
+export type { TcpProxy } from './tcp-proxy.js';
 
 /** How each part is reached, all on 127.0.0.1. */
 export interface ClusterAddresses {
@@ -89,6 +91,8 @@ export class LocalCluster {
     shards: readonly ShardPlan[],
     coordinators: readonly CoordinatorPlan[],
     etcdPorts: { client: number; peer: number },
+    /** The proxies of the processes that reach etcd through one, by process name. */
+    private readonly etcdProxies: ReadonlyMap<string, TcpProxy>,
   ) {
     const skipped = new Set<string>();
     const env = { ...process.env, SPEEDLAYER_POSTGRES_URL: options.postgresUrl };
@@ -111,10 +115,17 @@ export class LocalCluster {
         peerPort: etcdPorts.peer,
       }),
     );
-    for (const s of shards)
-      add(s.name, process.execPath, [SPEEDLAYER_BIN, ...shardArgs(plan, s, skipped)]);
+    // A proxied process is given its proxy's endpoint instead of etcd's own.
+    const planOf = (name: string): ClusterPlan => {
+      const proxy = etcdProxies.get(name);
+      return proxy === undefined ? plan : { ...plan, etcdEndpoint: proxy.endpoint };
+    };
+    for (const s of shards) {
+      add(s.name, process.execPath, [SPEEDLAYER_BIN, ...shardArgs(planOf(s.name), s, skipped)]);
+    }
     for (const c of coordinators) {
-      add(c.name, process.execPath, [SPEEDLAYER_BIN, ...coordinatorArgs(plan, c, skipped)]);
+      const args = coordinatorArgs(planOf(c.name), c, skipped);
+      add(c.name, process.execPath, [SPEEDLAYER_BIN, ...args]);
     }
     this.shardNames = shards.map((s) => s.name);
     this.skippedFlags = [...skipped].sort();
@@ -190,16 +201,25 @@ export class LocalCluster {
       postgresSchema: identity.postgresSchema,
     };
 
-    return new LocalCluster(
-      o,
-      plan,
-      dataDir,
-      ownsDataDir,
-      addresses,
-      shards,
-      coordinators,
-      etcdPorts,
-    );
+    const proxies = new Map<string, TcpProxy>();
+    try {
+      for (const name of o.etcdProxied) proxies.set(name, await startTcpProxy(addresses.etcd));
+
+      return new LocalCluster(
+        o,
+        plan,
+        dataDir,
+        ownsDataDir,
+        addresses,
+        shards,
+        coordinators,
+        etcdPorts,
+        proxies,
+      );
+    } catch (err) {
+      await Promise.all([...proxies.values()].map((proxy) => proxy.close()));
+      throw err;
+    }
   }
 
   get clusterName(): string {
@@ -251,6 +271,22 @@ export class LocalCluster {
     if (signal !== 'SIGKILL') proc.signal('SIGCONT'); // A paused process handles nothing.
 
     return proc.exited;
+  }
+
+  /**
+   * The TCP proxy between `name` and etcd, started with the `etcdProxied` option: freeze()
+   * cuts the process off from etcd alone (its other connections stay), thaw() lets it
+   * back. {@link stop} thaws it before stopping the process, so that it can drain.
+   */
+  etcdLink(name: string): TcpProxy {
+    const proxy = this.etcdProxies.get(name);
+    if (proxy === undefined) {
+      throw new Error(
+        `'${name}' reaches etcd directly: start the cluster with etcdProxied: ['${name}']`,
+      );
+    }
+
+    return proxy;
   }
 
   /** SIGSTOP: the process keeps its sockets and leases but answers nothing. */
@@ -325,8 +361,11 @@ export class LocalCluster {
     const store = this.leaderStore;
     this.leaderStore = undefined;
     await store?.then((s) => s.close()).catch(() => undefined);
+    // A process cut off from etcd could not resign or release its lease in its drain.
+    for (const proxy of this.etcdProxies.values()) proxy.thaw();
     await stopAll(COORDINATORS, grace);
     await stopAll(this.shardNames, grace);
+    await Promise.all([...this.etcdProxies.values()].map((proxy) => proxy.close()));
     await stopAll(['etcd'], ETCD_STOP_GRACE_MS);
 
     if (this.options.dropSchema ?? this.ownsDataDir) {
