@@ -9,7 +9,11 @@
  * - an aborted move: under epoch 2 A holds the partition again and serves it with its
  *   counts, and B, reopened without it, has dropped its copy;
  * - an adoption is refused for a partition the adopting shard holds, and a release under
- *   another ring epoch is refused by the owner (nothing is released).
+ *   another ring epoch is refused by the owner (nothing is released);
+ * - a copy cut short by a crash of the adopting shard (no adoption mark) is dropped when
+ *   its store next opens under a ring, while a complete copy is kept;
+ * - the node's PartitionDelivery holds a batch for a moving partition (retrying the
+ *   refusal) and delivers it to the new owner once the next ring names it.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -21,8 +25,12 @@ import { EventRouter } from '../../src/ingest/event-router.js';
 import { silentLogger } from '../../src/observability/index.js';
 import { periodKey } from '../../src/periods/index.js';
 import { ShardError } from '../../src/shard/errors.js';
+import { LevelStateStore } from '../../src/shard/level-state-store.js';
+import type { PartitionChunk } from '../../src/shard/partition-copy.js';
 import { PartitionHost } from '../../src/shard/partition-host.js';
 import type { PartitionBatch } from '../../src/shard/types.js';
+import { PartitionDelivery } from '../../src/transport/partition-delivery.js';
+import { RingView } from '../../src/transport/routing-table.js';
 import { ShardRpcClient } from '../../src/transport/shard-client.js';
 import { ShardServer } from '../../src/transport/shard-server.js';
 import { rng, toBatches, type TestEvent } from '../support/events.js';
@@ -257,4 +265,95 @@ describe('partition handoff between two shards', () => {
     expect(stale).toMatchObject({ kind: 'epoch-mismatch', ringEpoch: 1 });
     expect((await a.client.reports(1, [MOVED], DEADLINE_MS)).length).toBe(1);
   });
+
+  it('drops a copy cut short by a crash when the store next opens', async () => {
+    const { a, b } = await startPair();
+    const chunks = (await collect(a, MOVED)).filter((c) => c.entries.length > 0);
+    expect(chunks.length).toBeGreaterThan(0);
+
+    // The adopting shard dies after the first chunk is written: no cleanup, no mark.
+    const host = b.host;
+    async function* cutShort(): AsyncGenerator<PartitionChunk> {
+      yield chunks[0] as PartitionChunk;
+      await host.close();
+      throw new Error('the adopting shard crashed');
+    }
+    await expect(host.adopt(MOVED, 1, cutShort())).rejects.toThrow();
+    expect(await storeHolds(b.stateDir, MOVED)).toBe(true);
+
+    await b.reopen([], 1);
+    await b.host.close();
+    expect(await storeHolds(b.stateDir, MOVED)).toBe(false);
+  });
+
+  it("holds a node's routed batch while its partition moves, and delivers it to the new owner", async () => {
+    const { a, b, batches } = await startPair();
+    const before = await a.counts(1, MOVED);
+    const ring1 = { epoch: 1, partitions: P, owners: ['a', 'a', 'a', 'a'] };
+    const view = new RingView({
+      ring: ring1,
+      addresses: [
+        ['a', a.address],
+        ['b', b.address],
+      ],
+    });
+    const delivery = new PartitionDelivery({
+      nodeId: 'node-1',
+      senderId: 'delivery-1',
+      partitions: P,
+      ring: view,
+      localHost: () => undefined,
+      logger: silentLogger(),
+      initialBackoffMs: 20,
+      maxBackoffMs: 100,
+    });
+    cleanups.push(() => delivery.close());
+    await delivery.send(batches[0] as PartitionBatch);
+
+    await b.client.adopt(
+      { ringEpoch: 1, partition: MOVED, from: a.address, to: b.address },
+      DEADLINE_MS,
+    );
+    const fresh: TestEvent[] = Array.from({ length: 40 }, (_, i) => ({
+      userId: `x-${i}`,
+      eventMs: (HOURS[1] as number) + i,
+      receiveMs: (HOURS[1] as number) + i,
+    }));
+    const router = new EventRouter({ ...settings, now: () => Date.UTC(2030, 0, 1) });
+    const [moving] = router
+      .route(toBatches(fresh, 40)[0]!)
+      .batches.filter((batch) => batch.partition === MOVED && batch.length > 0);
+    let delivered = false;
+    const sent = delivery.send(moving as PartitionBatch).then(() => (delivered = true));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(delivered).toBe(false);
+
+    await b.reopen([MOVED], 2);
+    await a.reopen([0, 2, 3], 2);
+    view.setRing({ epoch: 2, partitions: P, owners: ['a', 'b', 'a', 'a'] });
+    await sent;
+
+    // Every fresh user is new to hour 11 of the partition, and nothing else changed.
+    const added = (moving as PartitionBatch).length;
+    expect(added).toBeGreaterThan(0);
+    expect(await b.counts(2, MOVED)).toEqual([before[0], (before[1] as number) + added, before[2]]);
+  });
 });
+
+async function collect(shard: TestShard, partition: number): Promise<PartitionChunk[]> {
+  await shard.host.release(partition, 'nowhere:1');
+  const chunks: PartitionChunk[] = [];
+  for await (const chunk of shard.host.releasedChunks(partition)) chunks.push(chunk);
+
+  return chunks;
+}
+
+/** Whether a closed shard's store holds anything of `partition`. */
+async function storeHolds(stateDir: string, partition: number): Promise<boolean> {
+  const store = await LevelStateStore.open(stateDir);
+  try {
+    return await store.holdsState(partition);
+  } finally {
+    await store.close();
+  }
+}
