@@ -18,6 +18,8 @@ export {
   partitionAckToWire,
   partitionBatchFromWire,
   partitionBatchToWire,
+  partitionChunkFromWire,
+  partitionChunkToWire,
   partitionCountsFromWire,
   partitionCountsToWire,
   periodFromWire,
@@ -42,6 +44,8 @@ export {
 export type {
   AckRequestWire,
   AckResponseWire,
+  AdoptRequestWire,
+  AdoptResponseWire,
   BidiStreamClientMethod,
   CheckpointRequestWire,
   CheckpointResponseWire,
@@ -69,7 +73,9 @@ export type {
   ListFilingsResponseWire,
   PartitionAckWire,
   PartitionBatchWire,
+  PartitionChunkWire,
   PartitionCountsWire,
+  PartitionEntryWire,
   PartitionReportWire,
   PartitionStatusWire,
   PeriodChangeWire,
@@ -85,6 +91,7 @@ export type {
   RejectionWire,
   RejectsRequestWire,
   RejectsResponseWire,
+  ReleaseRequestWire,
   ReportRequestWire,
   ReportResponseWire,
   RouteAckWire,
@@ -115,10 +122,12 @@ export type { QueryErrorKind } from './query-errors.js';
 export { resolveQueryServerOptions, startQueryServer } from './query-server.js';
 export type { QueryServer, QueryServerOptions, QueryWarehouse } from './query-server.js';
 export { ShardRpcClient } from './shard-client.js';
-export type { ShardRpcClientOptions } from './shard-client.js';
+export type { AdoptCall, ReleaseCall, ShardRpcClientOptions } from './shard-client.js';
 export { rethrowGrpcError as rethrowShardGrpcError, toShardError } from './shard-errors.js';
 export { ShardServer, shardHandlers } from './shard-server.js';
 export type { ShardServerOptions } from './shard-server.js';
+export { shardHandoffHandlers } from './shard-handoff.js';
+export type { ShardHandoffOptions } from './shard-handoff.js';
 export { readErrorDetail, errorDetailTrailer } from './status-details.js';
 export { StatusCallError, fetchStatus } from './status-client.js';
 export type { StatusClientOptions } from './status-client.js';
