@@ -254,7 +254,7 @@ describe.skipIf(postgresUrl === undefined)('speedlayer shard and coordinator pro
       'shard',
       ...['--id', id, '--etcd', endpoint, '--cluster', cluster, '--partitions', String(P)],
       ...['--data-dir', path.join(dir as string, id), '--port', String(ports.get(id))],
-      ...['--allowed-lateness', '10m', '--lease-ttl', '3s', '--log-level', 'info'],
+      ...['--allowed-lateness', '10m', '--lease-ttl', '15s', '--log-level', 'info'],
     ];
 
     // Both shards register first, so that the first ring the coordinator writes has both.
