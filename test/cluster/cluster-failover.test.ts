@@ -3,17 +3,23 @@
  * `speedlayer shard --postgres --watermark event-time --restatement-horizon 10000d`,
  * two `speedlayer coordinator`, P = 6, rounds every 200 ms, leases of 3 s) on the real
  * PostgreSQL server (skipped without SPEEDLAYER_TEST_POSTGRES_URL). The input is the Git
- * project's commit history in file order, so that rounds publish finals and
- * restatements all along the replay. Scenario, while `speedlayer replay --target` runs
- * as a child process and after the leader has published:
- * - shard-3 (not the ingest address) is SIGKILLed and restarted, and the leading
- *   coordinator is SIGKILLed;
- * - the replay completes with every record acknowledged; the standby takes over with a
- *   higher fencing token, and every version written after the kill carries it;
- * - the current rows equal expected-counts.csv (so no acknowledged event was lost), and
- *   every period's versions run 1..n, without a duplicate or a gap.
+ * project's commit history in file order. Scenario:
+ * - the leader publishes its first commits (a file of the first rows, replayed first);
+ * - `speedlayer replay` of the whole history runs as a child process; once it has
+ *   started sending, shard-3 (not the ingest address) and the leading coordinator are
+ *   SIGKILLed, and shard-3 is restarted a second later;
+ * - the replay completes with every record acknowledged (the ingest node retried the
+ *   batches of shard-3's partitions); the standby takes over with a higher fencing token,
+ *   and every version written after the kill carries it;
+ * - the current rows equal expected-counts.csv (so no acknowledged event was lost), each
+ *   is its period's latest version, and every period's versions run 1..n, without a
+ *   duplicate or a gap.
  */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { gunzipSync } from 'node:zlib';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -30,6 +36,7 @@ import {
   latestCounts,
   periodKeyOf,
   runSpeedlayer,
+  untilLogged,
   sortVersions,
   versionProblems,
 } from '../support/cluster-runs.js';
@@ -37,10 +44,14 @@ import { diffCounts, rowsToCounts } from '../support/oracle.js';
 import { postgresTestUrl } from '../support/postgres.js';
 
 const P = 6;
+/** Rows of the first file: about a year of commits. */
+const SLICE = 5000;
 const postgresUrl = postgresTestUrl();
 
 let cluster: LocalCluster | undefined;
 let warehouse: Warehouse | undefined;
+let workDir: string | undefined;
+let sliceFile: string | undefined;
 
 beforeAll(async () => {
   if (postgresUrl === undefined) return;
@@ -55,11 +66,19 @@ beforeAll(async () => {
     extraArgs: { shard: ['--restatement-horizon', '10000d'] },
   });
   warehouse = await Warehouse.open({ postgresUrl, schema: cluster.postgresSchema });
+
+  workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'speedlayer-failover-'));
+  sliceFile = path.join(workDir, 'first-commits.csv');
+  const lines = gunzipSync(await fs.readFile(GIT_FILE))
+    .toString('utf8')
+    .split('\n');
+  await fs.writeFile(sliceFile, `${lines.slice(0, SLICE + 1).join('\n')}\n`);
 }, 90_000);
 
 afterAll(async () => {
   await warehouse?.close();
   await cluster?.stop();
+  if (workDir !== undefined) await fs.rm(workDir, { recursive: true, force: true });
 }, 60_000);
 
 function tokenOf(line: Readonly<Record<string, unknown>>): number {
@@ -76,30 +95,35 @@ describe.skipIf(postgresUrl === undefined)('a replay into a cluster that loses p
     const firstToken = tokenOf(
       await c.waitForLog(leader, (l) => l.msg === 'leadership acquired', 1000),
     );
-    const ingestMark = c.process('shard-1').mark();
     expect(c.addresses.ingest).toBe(c.addresses.shards['shard-1']);
+    const target = ['--target', c.addresses.ingest, '--no-progress'];
 
-    const replay = runSpeedlayer([
-      'replay',
-      GIT_FILE,
-      ...GIT_FLAGS,
-      '--target',
-      c.addresses.ingest,
-      '--no-progress',
-      '--log-level',
-      'warn',
-    ]);
+    // The leader publishes the first commits (a file of the first SLICE rows).
+    const first = await runSpeedlayer(['replay', sliceFile as string, ...GIT_FLAGS, ...target])
+      .done;
+    expect(first.code, first.stderr).toBe(0);
     await c.waitForLog(leader, (l) => l.msg === 'round published', 30_000);
     const published = (await w.queryHistory()).length;
     expect(published).toBeGreaterThan(0);
 
-    // Both failures hit a replay in progress.
-    expect(replay.child.exitCode).toBeNull();
+    // The whole history; once it sends, shard-3 (not the ingest node) and the leader die.
+    const ingestMark = c.process('shard-1').mark();
+    const replay = runSpeedlayer([
+      'replay',
+      GIT_FILE,
+      ...GIT_FLAGS,
+      ...target,
+      '--log-level',
+      'info',
+    ]);
+    await untilLogged(replay, 'replay started');
     expect(await c.kill('shard-3')).toEqual({ code: null, signal: 'SIGKILL' });
     expect(await c.kill(leader)).toEqual({ code: null, signal: 'SIGKILL' });
     const killedAtMs = Date.now();
+    // No batch can be acknowledged without shard-3, nor the replay finish.
     expect(replay.child.exitCode).toBeNull();
     await sleep(1000);
+    expect(replay.child.exitCode).toBeNull();
     await c.restart('shard-3');
 
     const acquired = await c.waitForLog(standby, (l) => l.msg === 'leadership acquired', 20_000);

@@ -61,6 +61,23 @@ export function runSpeedlayer(args: readonly string[]): SpeedlayerRun {
   return { child, done, logLines };
 }
 
+/** Resolves with the first log line of `run` with message `msg`; fails if it exits first. */
+export async function untilLogged(
+  run: SpeedlayerRun,
+  msg: string,
+  timeoutMs = 30_000,
+): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const line = run.logLines.find((l) => l.msg === msg);
+    if (line !== undefined) return line;
+    if (run.child.exitCode !== null)
+      throw new Error(`exited (${run.child.exitCode}) before '${msg}'`);
+    if (Date.now() > deadline) throw new Error(`no '${msg}' within ${timeoutMs} ms`);
+    await sleep(20);
+  }
+}
+
 /** A dataset's `expected-counts.csv` as `type,startIso` -> distinct users. */
 export function expectedCounts(datasetDir: string): Counts {
   const text = fs.readFileSync(path.join(datasetDir, 'expected-counts.csv'), 'utf8');
