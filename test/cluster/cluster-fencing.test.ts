@@ -4,9 +4,9 @@
  * `speedlayer coordinator` that reach etcd through TCP proxies the test can freeze,
  * P = 4, rounds every 200 ms, leases of 3 s) on the real PostgreSQL server (skipped
  * without SPEEDLAYER_TEST_POSTGRES_URL). Scenario:
- * - the leader publishes an hour; then it is paused (SIGSTOP) and its traffic with etcd
- *   frozen, so that its lease expires and the standby takes over with a higher fencing
- *   token and publishes the next hour;
+ * - the leader publishes an hour; then it is paused (SIGSTOP, between two of its rounds)
+ *   and its traffic with etcd frozen, so that its lease expires and the standby takes
+ *   over with a higher fencing token and publishes the next hour;
  * - the old leader is resumed (SIGCONT) with its etcd traffic still frozen, so that
  *   nothing from etcd tells it first: its next round has numbers to write and tries,
  *   and the database refuses them with 'stale fencing token' (its log line says so);
@@ -21,6 +21,7 @@ import type { VersionRow } from '../../src/sink/index.js';
 import { Warehouse } from '../../src/sink/warehouse.js';
 import { IngestClient } from '../../src/transport/ingest-client.js';
 import type { EventBatchRequestWire } from '../../src/transport/proto.js';
+import { fetchStatus } from '../../src/transport/status-client.js';
 import { eventually, periodKeyOf } from '../support/cluster-runs.js';
 import { rng, type TestEvent } from '../support/events.js';
 import { bruteForceCounts } from '../support/oracle.js';
@@ -101,6 +102,22 @@ async function version1Of(key: string): Promise<VersionRow> {
   );
 }
 
+/**
+ * SIGSTOPs the coordinator `name` just after one of its rounds ended (its Status says
+ * so), so that it is asleep until its next round. Paused in the middle of a round, it
+ * would finish that round on reports from before the pause when resumed, and could learn
+ * that its lease ran out before it started another.
+ */
+async function pauseBetweenRounds(c: LocalCluster, name: string): Promise<void> {
+  const address = c.addresses.coordinators[name]?.status as string;
+  const before = (await fetchStatus(address)).lastRoundAtMs;
+  const deadline = Date.now() + 10_000;
+  while ((await fetchStatus(address)).lastRoundAtMs === before) {
+    if (Date.now() > deadline) throw new Error(`${name} ran no round for 10 s`);
+  }
+  c.pause(name);
+}
+
 function token(line: LogLine): number {
   return Number(line.fencingToken);
 }
@@ -125,7 +142,7 @@ describe.skipIf(postgresUrl === undefined)('a leader paused past its lease', () 
 
     // Paused and cut off from etcd: the standby takes over and publishes 10:00.
     const standbyMark = c.process(standby).mark();
-    c.pause(old);
+    await pauseBetweenRounds(c, old);
     c.etcdLink(old).freeze();
     const acquired = await c.waitForLog(standby, (l) => l.msg === 'leadership acquired', {
       since: standbyMark,
