@@ -4,6 +4,7 @@
  *
  *   npm run bench -- [--quick] [--events N] [--users U] [--days D] [--seed S]
  *                    [--data DIR] [--postgres URL] [--skip-postgres]
+ *                    [--cluster] [--cluster-shards N]
  *                    [--partitions P] [--cpu-prof] [--keep]
  *
  * Defaults: 5,000,000 events, 1,000,000 users, 7 days (--quick: 500,000 /
@@ -13,11 +14,21 @@
  * child's replay and adds its top functions to the report (timings of such a
  * run carry the profiler's overhead). --keep keeps the speedlayer data dir.
  *
+ * --cluster adds a row for the cluster (scripts/bench-cluster.ts): a LocalCluster
+ * of --cluster-shards shards (default 2), two coordinators and an etcd (on PATH)
+ * over the PostgreSQL server above, P = --partitions, event-time watermark, in a
+ * schema of its own that is dropped after; the file goes in through
+ * `speedlayer replay FILE --target`. Off by default: it adds a minute or more to
+ * the full-size run. With --cpu-prof every process of the cluster is profiled too,
+ * and with --keep its data directory is kept.
+ *
+ * `npm run bench -- --help` lists the options.
+ *
  * Steps: generate the workload (scripts/bench-gen.ts, child) unless cached;
  * oracle counts (scripts/bench-oracle.ts, child) unless cached; speedlayer's
  * replay (scripts/bench-speedlayer.ts, child, fresh data dir); the PostgreSQL
- * baseline (scripts/bench-postgres.ts); then one report on stdout and in
- * bench-results/<time>.md. Progress goes to stderr.
+ * baseline (scripts/bench-postgres.ts); with --cluster, the cluster; then one
+ * report on stdout and in bench-results/<time>.md. Progress goes to stderr.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -25,8 +36,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import type { ClusterBenchResult } from './bench-cluster.js';
+import { clusterDetails, clusterRow, type ClusterOutcome } from './bench-cluster-report.js';
 import type { SpeedlayerResult } from './bench-speedlayer.js';
 import { connectPostgres, runPostgres, type PostgresResult } from './bench-postgres.js';
+import { profileTables, summarizeProfile, type ProfileSummary } from './bench-profile.js';
 import {
   compareCounts,
   countKey,
@@ -55,7 +69,53 @@ const SCRIPTS = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(SCRIPTS);
 const DEFAULT_POSTGRES = 'postgres://postgres@127.0.0.1:5432/test';
 
+const USAGE = `npm run bench -- [options]
+
+Generates a seeded workload, counts it with a brute-force oracle, replays it
+through speedlayer (embedded) and PostgreSQL (COPY + count(DISTINCT)), checks
+both against the oracle and prints the figures side by side; the report also
+goes to bench-results/<time>.md.
+
+  --quick             500,000 events / 100,000 users instead of 5,000,000 / 1,000,000
+  --events N, --users U, --days D, --seed S   the workload (default 7 days, seed 20241)
+  --data DIR          where the workload and oracle are cached (<os temp>/speedlayer-bench)
+  --postgres URL      PostgreSQL server (else $SPEEDLAYER_BENCH_POSTGRES_URL, else ${DEFAULT_POSTGRES})
+  --skip-postgres     leave the PostgreSQL baseline out
+  --cluster           also run a local cluster (etcd on PATH, the PostgreSQL server above):
+                      the same file through \`speedlayer replay --target\`, its own schema,
+                      dropped after; adds a minute or more to the full-size run
+  --cluster-shards N  shards of that cluster (default 2)
+  --partitions P      partitions of the embedded run and of the cluster (default 16)
+  --cpu-prof          CPU-profile the embedded replay and every cluster process
+  --keep              keep the speedlayer and cluster data directories
+  --help              this text
+`;
+const KNOWN_FLAGS = new Set([
+  'quick',
+  'events',
+  'users',
+  'days',
+  'seed',
+  'data',
+  'postgres',
+  'skip-postgres',
+  'cluster',
+  'cluster-shards',
+  'partitions',
+  'cpu-prof',
+  'keep',
+  'help',
+]);
+
 const args = parseArgs();
+if (args.has('help')) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+const unknown = [...args.keys()].filter((name) => !KNOWN_FLAGS.has(name));
+if (unknown.length > 0) {
+  throw new Error(`unknown option ${unknown.map((n) => `--${n}`).join(', ')}; see --help`);
+}
 const quick = args.get('quick') === true;
 const workload: Workload = {
   events: numberArg(args, 'events', quick ? 500_000 : 5_000_000),
@@ -74,6 +134,9 @@ const postgresUrl =
 const partitions = numberArg(args, 'partitions', 16);
 const cpuProf = args.get('cpu-prof') === true;
 const keep = args.get('keep') === true;
+const withCluster = args.get('cluster') === true;
+const clusterShards = numberArg(args, 'cluster-shards', 2);
+const CLUSTER_PUBLISH_TIMEOUT_MS = 10 * 60_000;
 const LATENESS_MS = 10 * 60_000;
 
 const startedAt = new Date();
@@ -220,84 +283,37 @@ async function runSpeedlayer(file: string, oracle: Counts): Promise<SpeedlayerRu
     statuses,
     childSeconds: seconds,
     dataDir,
-    profile: profile === undefined ? null : summarizeProfile(profile, 15),
+    profile: profile === undefined ? null : summarizeProfile(profile, 15, ROOT),
   };
 }
 
-// --- CPU profile summary --------------------------------------------------------------
+// --- 4. the cluster ------------------------------------------------------------------
 
-interface ProfileLine {
-  readonly name: string;
-  readonly where: string;
-  readonly selfMs: number;
-  readonly share: number;
-}
+/** The cluster's figures, or why there are none (the run's other rows still count). */
+async function runCluster(file: string, oracle: Counts): Promise<ClusterOutcome> {
+  // Loaded only here: the cluster's modules (gRPC, etcd) are not needed otherwise.
+  const { runClusterBench } = await import('./bench-cluster.js');
+  try {
+    const result: ClusterBenchResult = await runClusterBench({
+      file,
+      oracle,
+      postgresUrl,
+      shards: clusterShards,
+      partitions,
+      root: ROOT,
+      ...(keep ? { keepDir: path.join(cacheDir, `cluster-${stamp}`) } : {}),
+      ...(cpuProf ? { cpuProfDir: path.join(resultsDir, `${stamp}-cluster-profiles`) } : {}),
+      publishTimeoutMs: CLUSTER_PUBLISH_TIMEOUT_MS,
+    });
+    progress(`cluster: exact ${exactLabel(result.comparison)}`);
 
-interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
-  samples: number[];
-  timeDeltas: number[];
-}
+    return result;
+  } catch (err) {
+    const why = (err instanceof Error ? err.message : String(err)).split('\n')[0] as string;
+    progress(`cluster: failed: ${err instanceof Error ? (err.stack ?? err.message) : why}`);
 
-interface ProfileSummary {
-  readonly totalMs: number;
-  readonly top: ProfileLine[];
-  /** Self time by source file, package or V8 category. */
-  readonly areas: { area: string; selfMs: number; share: number }[];
-}
-
-/** Where self time went: the top functions (aggregated by name and file) and the areas. */
-function summarizeProfile(file: string, n: number): ProfileSummary {
-  const profile = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
-  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
-  const self = new Map<string, { name: string; where: string; us: number }>();
-  const areas = new Map<string, number>();
-  let total = 0;
-  for (let i = 0; i < profile.samples.length; i++) {
-    const node = byId.get(profile.samples[i] as number);
-    const us = profile.timeDeltas[i + 1] ?? 0;
-    if (node === undefined) continue;
-    total += us;
-    const { functionName, url, lineNumber } = node.callFrame;
-    const name = functionName === '' ? '(anonymous)' : functionName;
-    const short =
-      url === ''
-        ? ''
-        : url
-            .replace(/^file:\/\//, '')
-            .replace(`${ROOT}/`, '')
-            .replace(/^.*node_modules\//, 'node_modules/');
-    // tsx emits each module on one line, so a line number says nothing there.
-    const where = short === '' ? '' : lineNumber > 0 ? `${short}:${lineNumber + 1}` : short;
-    const key = `${name}@${where}`;
-    const entry = self.get(key) ?? { name, where, us: 0 };
-    entry.us += us;
-    self.set(key, entry);
-
-    let area: string;
-    if (short === '')
-      area = name.startsWith('(')
-        ? name
-        : 'native code without a script (roaring addon, V8 builtins)';
-    else if (short.startsWith('node:')) area = 'node: internals';
-    else if (short.startsWith('node_modules/'))
-      area = `node_modules/${/^node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(short)?.[1] ?? '?'}`;
-    else area = short;
-    areas.set(area, (areas.get(area) ?? 0) + us);
+    return `failed: ${why.replace(/\|/g, '/')}`;
   }
-  const share = (us: number): number => (total > 0 ? us / total : 0);
-
-  return {
-    totalMs: total / 1000,
-    top: [...self.values()]
-      .sort((a, b) => b.us - a.us)
-      .slice(0, n)
-      .map((e) => ({ name: e.name, where: e.where, selfMs: e.us / 1000, share: share(e.us) })),
-    areas: [...areas]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, 12)
-      .map(([area, us]) => ({ area, selfMs: us / 1000, share: share(us) })),
-  };
 }
 
 // --- 5. report ------------------------------------------------------------------------
@@ -321,6 +337,7 @@ function report(
   o: { meta: OracleMeta; cached: boolean },
   sl: SpeedlayerRun,
   pgOutcome: PostgresResult | string,
+  clusterOutcome: ClusterOutcome | null,
   totalSeconds: number,
 ): string {
   const r = sl.result;
@@ -382,6 +399,7 @@ function report(
         `– (raw rows: ${fmtNum(p.heapBytes / p.events, 1)} B/event) | – |`,
     );
   }
+  if (clusterOutcome !== null) lines.push(clusterRow(clusterOutcome, clusterShards, partitions));
   lines.push('');
 
   // speedlayer details
@@ -463,6 +481,10 @@ function report(
     lines.push('');
   }
 
+  if (clusterOutcome !== null && typeof clusterOutcome !== 'string') {
+    lines.push(...clusterDetails(clusterOutcome, ROOT));
+  }
+
   lines.push(
     'Context, measured earlier on this machine type by shared/bench/peers (BASELINE.md, run of 2026-12-03), not from this run:',
   );
@@ -485,18 +507,7 @@ function report(
         'Self time; V8 attributes inlined callees (e.g. the dictionary lookup inside PartitionActor.apply) to the caller.',
     );
     lines.push('');
-    lines.push('| # | function | where | self ms | share |');
-    lines.push('|---|---|---|---|---|');
-    pr.top.forEach((x, i) =>
-      lines.push(
-        `| ${i + 1} | ${x.name} | ${x.where || '–'} | ${fmtInt(x.selfMs)} | ${fmtNum(x.share * 100, 1)} % |`,
-      ),
-    );
-    lines.push('');
-    lines.push('| area | self ms | share |');
-    lines.push('|---|---|---|');
-    for (const a of pr.areas)
-      lines.push(`| ${a.area} | ${fmtInt(a.selfMs)} | ${fmtNum(a.share * 100, 1)} % |`);
+    lines.push(...profileTables(pr, fmtInt));
     lines.push('');
   }
 
@@ -537,7 +548,9 @@ async function main(): Promise<void> {
     }
   }
 
-  const text = report(w, o, sl, pgOutcome, (performance.now() - t0) / 1000);
+  const clusterOutcome = withCluster ? await runCluster(w.file, o.counts) : null;
+
+  const text = report(w, o, sl, pgOutcome, clusterOutcome, (performance.now() - t0) / 1000);
   fs.mkdirSync(resultsDir, { recursive: true });
   const out = path.join(resultsDir, `${stamp}.md`);
   fs.writeFileSync(out, text);
