@@ -26,6 +26,12 @@ export interface EventRouterOptions {
   readonly now: () => number;
 }
 
+/** The earliest event time taken: 0000-01-01T00:00:00.000Z. */
+export const MIN_EVENT_MS = -62_167_219_200_000;
+
+/** The latest event time taken: 9999-12-31T23:59:59.999Z. */
+export const MAX_EVENT_MS = 253_402_300_799_999;
+
 /** The router's position, kept with each checkpoint so that a restart resumes it. */
 export interface RouterState {
   watermarkMs: number | null;
@@ -144,6 +150,21 @@ export class EventRouter {
             i,
             'too_old',
             `event time is ${formatGap(this.watermarkMs - eventMs)} behind the watermark ${isoOrNumber(this.watermarkMs)}`,
+          ),
+        );
+        continue;
+      }
+
+      if (!(eventMs >= MIN_EVENT_MS && eventMs <= MAX_EVENT_MS)) {
+        // Judged after the receive time and the watermark (a unit mistake stays 'future' or
+        // 'too_old'): outside the calendar that periods, rows and the warehouse can name, one
+        // such event would seal a period no round could ever publish, or drag the watermark.
+        rejects.push(
+          deadLetter(
+            batch,
+            i,
+            'invalid_time',
+            `event time ${isoOrNumber(eventMs)} ms is outside years 0000-9999`,
           ),
         );
         continue;
@@ -278,7 +299,7 @@ export class EventRouter {
 function deadLetter(
   batch: EventBatch,
   i: number,
-  reason: 'future' | 'too_old',
+  reason: 'invalid_time' | 'future' | 'too_old',
   detail: string,
 ): DeadLetterWrite {
   const record = {
@@ -304,7 +325,7 @@ function deadLetter(
  */
 function isoOrNumber(ms: number): string | number | null {
   if (Number.isNaN(ms)) return null;
-  if (ms < -62_167_219_200_000 || ms > 253_402_300_799_999) return ms;
+  if (ms < MIN_EVENT_MS || ms > MAX_EVENT_MS) return ms;
 
   return new Date(ms).toISOString();
 }

@@ -3,7 +3,8 @@
  * the dead-letter table with one of these reasons.
  *
  * - `invalid_user_id`: no user id, null, empty, whitespace only, or not a string or integer
- * - `invalid_time`: no event time, or one that cannot be read in the chosen time format
+ * - `invalid_time`: no event time, one that cannot be read in the chosen time format, or
+ *   one outside years 0000-9999
  * - `malformed`: the record itself cannot be read (bad JSON, a line that is not in the format)
  * - `future`: the event time is later than its receive time plus the allowed future skew
  * - `too_old`: the event time is further behind the watermark than the restatement horizon

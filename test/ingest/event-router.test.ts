@@ -5,7 +5,12 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { EventRouter, type EventRouterOptions } from '../../src/ingest/event-router.js';
+import {
+  EventRouter,
+  MAX_EVENT_MS,
+  MIN_EVENT_MS,
+  type EventRouterOptions,
+} from '../../src/ingest/event-router.js';
 import { toBatches } from '../support/events.js';
 
 const MIN = 60_000;
@@ -81,5 +86,41 @@ describe('event router', () => {
 
     expect(routed.rejects.map((r) => r.reason)).toEqual(['future']);
     expect(router.watermark).toBe(now - 11 * MIN);
+  });
+
+  it('rejects event times outside years 0000-9999 as invalid_time, before they move anything', () => {
+    // One such event used to be accepted: in event-time mode it dragged the watermark to
+    // the year 292 million (every later event too_old), and its period could never be
+    // written to the warehouse, so every round failed from then on.
+    const router = new EventRouter({ ...base, watermarkMode: 'event-time' });
+    const int64Max = 9_223_372_036_854_775_807;
+    const [batch] = toBatches(
+      [
+        { userId: 'a', eventMs: -int64Max, receiveMs: now },
+        { userId: 'b', eventMs: -1e15, receiveMs: now },
+        { userId: 'c', eventMs: MIN_EVENT_MS, receiveMs: now },
+        { userId: 'd', eventMs: MIN_EVENT_MS - 1, receiveMs: now },
+        { userId: 'e', eventMs: int64Max, receiveMs: int64Max },
+        { userId: 'f', eventMs: MAX_EVENT_MS + 1, receiveMs: int64Max },
+        { userId: 'g', eventMs: now - MIN, receiveMs: now },
+      ],
+      10,
+    );
+    const routed = router.route(batch!);
+
+    expect(routed.rejects.map((r) => [r.line, r.reason])).toEqual([
+      [1, 'invalid_time'],
+      [2, 'invalid_time'],
+      [4, 'invalid_time'],
+      [5, 'invalid_time'],
+      [6, 'invalid_time'],
+    ]);
+    expect(routed.rejects[1]?.detail).toBe(
+      'event time -1000000000000000 ms is outside years 0000-9999',
+    );
+    expect(routed.accepted).toBe(2);
+    expect(router.watermark).toBe(now - MIN);
+    const routedTimes = routed.batches.flatMap((b) => [...b.eventTimeMs]).sort((x, y) => x - y);
+    expect(routedTimes).toEqual([MIN_EVENT_MS, now - MIN]);
   });
 });
