@@ -49,7 +49,10 @@ export interface LocalClusterOptions {
   readonly roundIntervalMs?: number;
   /** TTL of the shards' membership and the coordinators' election leases. @default 5000 */
   readonly leaseTtlMs?: number;
-  /** pino level of the speedlayer processes. @default 'info' */
+  /**
+   * pino level of the speedlayer processes: `info`, `debug` or `trace`, since the
+   * launcher knows each part is ready by its info lines. @default 'info'
+   */
   readonly logLevel?: string;
   readonly extraArgs?: ExtraArgs;
   /** Also append each process's output to `<dataDir>/logs/<name>.log`. @default false */
@@ -105,6 +108,9 @@ export const LOCAL_CLUSTER_DEFAULTS = {
   stopGraceMs: 20_000,
 } as const;
 
+/** Levels that keep the info lines the launcher waits for ('shard serving', ...). */
+export const LOG_LEVELS = ['info', 'debug', 'trace'] as const;
+
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const SCHEMA = /^[a-z_][a-z0-9_]{0,62}$/;
 
@@ -155,6 +161,11 @@ export function resolveLocalClusterOptions(
     leaseTtlMs >= MIN_LEASE_TTL_SECONDS * 1000,
     `leaseTtlMs: ${leaseTtlMs} is below etcd's minimum lease of ${MIN_LEASE_TTL_SECONDS}s`,
   );
+  const logLevel = options.logLevel ?? d.logLevel;
+  check(
+    (LOG_LEVELS as readonly string[]).includes(logLevel),
+    `logLevel: '${logLevel}' is not one of ${LOG_LEVELS.join(', ')} (the launcher waits for each part's info lines)`,
+  );
   const speedlayerNames = [
     ...Array.from(
       { length: Number.isSafeInteger(shards) ? shards : 0 },
@@ -185,7 +196,7 @@ export function resolveLocalClusterOptions(
     watermark,
     roundIntervalMs,
     leaseTtlMs,
-    logLevel: options.logLevel ?? d.logLevel,
+    logLevel,
     extraArgs: {
       shard: options.extraArgs?.shard ?? [],
       coordinator: options.extraArgs?.coordinator ?? [],

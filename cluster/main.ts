@@ -82,7 +82,11 @@ function program(): Command {
         .argParser(durationFlag)
         .default(d.leaseTtlMs, '5s'),
     )
-    .option('--log-level <level>', "pino level of the processes' log files", d.logLevel);
+    .option(
+      '--log-level <level>',
+      "pino level of the processes' log files: info, debug or trace",
+      d.logLevel,
+    );
 }
 
 function positiveFlag(value: string): number {
