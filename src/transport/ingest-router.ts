@@ -229,9 +229,23 @@ export class IngestRouter {
    * Moves the watermark past the end of the ISO week of everything routed, plus the
    * allowed lateness, and resolves with it once every partition's owner has it durably;
    * undefined when nothing was routed yet.
+   *
+   * In `wall-clock` mode the watermark follows the wall clock alone: a Finish (a backfill
+   * with `replay --target` into a live node) closes nothing the clock has not passed, or
+   * it would publish the current hour, day and week as final before they end and restate
+   * them with every live event until the clock caught up. It resolves with the watermark
+   * once every partition's owner has it and everything routed before.
    */
   async finish(): Promise<number | undefined> {
     this.assertTaking();
+    if (this.mode === 'wall-clock') {
+      this.tick();
+      const watermarkMs = this.router.watermark;
+      if (!Number.isFinite(watermarkMs)) return undefined;
+      await this.deliver(watermarkBatches(this.options.partitions, watermarkMs));
+
+      return watermarkMs;
+    }
     const batches = this.router.finish();
     const watermarkMs = this.router.watermark;
     await this.deliver(batches);
@@ -429,6 +443,21 @@ export class IngestRouter {
       'ingest router stopped',
     );
   }
+}
+
+/**
+ * A mark of `watermarkMs` and no event for every partition: behind everything queued
+ * before it in each partition's FIFO, so that its delivery means theirs too.
+ */
+function watermarkBatches(partitions: number, watermarkMs: number): PartitionBatch[] {
+  return Array.from({ length: partitions }, (_, partition) => ({
+    partition,
+    length: 0,
+    userIds: [],
+    slotHashes: new Uint32Array(0),
+    eventTimeMs: new Float64Array(0),
+    marks: [{ before: 0, watermarkMs }],
+  }));
 }
 
 function eventRouterMode(mode: IngestWatermarkMode): WatermarkMode {

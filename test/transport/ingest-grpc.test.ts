@@ -12,7 +12,8 @@
  * - an owner shard stopped mid-stream: acks wait, a Send past its deadline fails; the
  *   shard restarts on its port and data directory, the pending acks arrive, and every
  *   acknowledged event is counted; a restarted router restores its watermark;
- * - wall-clock mode: the idle wall clock seals an hour with no further input;
+ * - wall-clock mode: the idle wall clock seals an hour with no further input, and Finish
+ *   seals nothing the clock has not passed;
  *   receive-time mode: a batch with no events and a clock_ms seals it;
  * - malformed requests are INVALID_ARGUMENT, a node without a ring UNAVAILABLE; health
  *   and reflection list Ingest beside Shard.
@@ -462,6 +463,31 @@ describe('Ingest service', () => {
     });
     expect(await sealed(replay)).toBe(true);
     expect(replay.router.watermarkMs).toBe(closed);
+  });
+
+  it('in wall-clock mode, Finish closes nothing the wall clock has not passed', async () => {
+    const dir = await tempDir('speedlayer-ingest-finish-live-');
+    const wallMs = MONDAY + 10 * HOUR + 30 * MIN;
+    const live = await soloNode(dir, 'wall-clock', () => wallMs, 20);
+    const events = ['a', 'b', 'c', 'd', 'e', 'f'].map((u, i) => ({
+      user_id: u,
+      event_time_ms: MONDAY + 10 * HOUR + i * MIN,
+      event_id: '',
+      attributes: {},
+      line: i + 1,
+    }));
+
+    await live.client.send({ batch_id: 'b', source: 's', events, unreadable: [] });
+    const finished = await live.client.finish();
+
+    // A backfill's Finish used to move a live node to the end of the week: the open hour,
+    // day and week sealed (final) at once, and restated by every later live event.
+    const watermarkMs = wallMs - SETTINGS.maxOutOfOrdernessMs;
+    expect(Number(finished.watermark_ms)).toBe(watermarkMs);
+    expect(live.router.watermarkMs).toBe(watermarkMs);
+    const reports = await live.shard.server.host.reports();
+    expect(reports.map((r) => r.watermarkMs)).toEqual([0, 1, 2, 3].map(() => watermarkMs));
+    expect(reports.flatMap((r) => r.seals)).toEqual([]);
   });
 
   it('refuses malformed requests, and takes batches only once it has a ring', async () => {
