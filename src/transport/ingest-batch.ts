@@ -48,7 +48,8 @@ export interface CheckedRequest {
  *
  * @param receiveNowMs - the receive time of events that carry none; undefined leaves it
  *   to the router (NaN: the router's clock, or its wall clock)
- * @throws IngestError 'invalid-argument' for an empty batch id or too many records
+ * @throws IngestError 'invalid-argument' for an empty batch id, too many records, or a line
+ *   beyond 2^53 - 1
  * @throws WireFormatError for an unreadable record whose reason is unspecified
  */
 export function checkRequest(
@@ -144,6 +145,22 @@ function checkShape(request: EventBatchRequestWire): void {
     throw new IngestError(
       'invalid-argument',
       `batch ${request.batch_id} has ${request.unreadable.length} unreadable records; at most ${MAX_UNREADABLE_PER_REQUEST} fit in one batch`,
+    );
+  }
+  // A line keys a dead letter: past 2^53 it is no longer exact, and past the warehouse's
+  // bigint every store of the batch's rejects failed, refused as 'unavailable' (retryable)
+  // for as long as the client kept sending it.
+  const badLine = (line: number): boolean => !Number.isSafeInteger(line) || line < 0;
+  const eventIndex = request.events.findIndex((e) => badLine(e.line));
+  const recordIndex = request.unreadable.findIndex((r) => badLine(r.line));
+  if (eventIndex >= 0 || recordIndex >= 0) {
+    const [what, line] =
+      eventIndex >= 0
+        ? [`event ${eventIndex}`, request.events[eventIndex]?.line]
+        : [`unreadable record ${recordIndex}`, request.unreadable[recordIndex]?.line];
+    throw new IngestError(
+      'invalid-argument',
+      `batch ${request.batch_id}: ${what} has line ${line}, beyond ${Number.MAX_SAFE_INTEGER}`,
     );
   }
 }

@@ -515,6 +515,14 @@ describe('Ingest service', () => {
           { line: 1, reason: 'REJECT_REASON_UNSPECIFIED' as const, detail: '', raw: '' },
         ],
       },
+      // Lines key dead letters: past 2^53 they are not exact, past 2^63 not storable.
+      { ...batch, events: [{ ...event, user_id: '', line: 2 ** 63 }] },
+      {
+        ...batch,
+        unreadable: [
+          { line: 2 ** 53 + 2, reason: 'REJECT_REASON_MALFORMED' as const, detail: '', raw: '' },
+        ],
+      },
     ]) {
       const refused = await client.send(bad).catch((e: unknown) => e);
       expect(grpcCode(refused)).toBe(grpc.status.INVALID_ARGUMENT);
