@@ -111,19 +111,21 @@ export class EventRouter {
       let receiveMs =
         batch.receiveTimeMs === null ? Number.NaN : (batch.receiveTimeMs[i] as number);
 
+      // A receive time from a collector whose clock runs ahead must not drag the watermark
+      // forward: in clock mode it would move the clock, in event-time mode it would let an
+      // event dated as far ahead pass the future check.
+      if (receiveMs > wallMs + o.maxFutureSkewMs) {
+        rejects.push(
+          deadLetter(
+            batch,
+            i,
+            'future',
+            `receive time ${isoOrNumber(receiveMs)} is later than the wall clock`,
+          ),
+        );
+        continue;
+      }
       if (o.watermarkMode === 'clock') {
-        // A receive time from a collector whose clock runs ahead must not drag the watermark forward.
-        if (receiveMs > wallMs + o.maxFutureSkewMs) {
-          rejects.push(
-            deadLetter(
-              batch,
-              i,
-              'future',
-              `receive time ${isoOrNumber(receiveMs)} is later than the wall clock`,
-            ),
-          );
-          continue;
-        }
         if (receiveMs > this.clockMs) this.tickClock(receiveMs);
         // Without a receive time the event arrives now: on the clock, or the wall clock before it starts.
         if (Number.isNaN(receiveMs))

@@ -43,6 +43,30 @@ describe('event router', () => {
     expect(router.watermark).toBe(now - MIN);
   });
 
+  it('in event-time mode, rejects a receive time ahead of the wall clock: its event cannot pass the future check by it', () => {
+    const router = new EventRouter({ ...base, watermarkMode: 'event-time' });
+    const yearAhead = now + 365 * 24 * 60 * MIN;
+    const [batch] = toBatches(
+      [
+        { userId: 'a', eventMs: now - 2 * MIN, receiveMs: now - MIN },
+        { userId: 'b', eventMs: yearAhead, receiveMs: yearAhead },
+        { userId: 'c', eventMs: now - 30 * MIN, receiveMs: now - MIN },
+      ],
+      10,
+    );
+    const routed = router.route(batch!);
+
+    expect(routed.accepted).toBe(2);
+    expect(routed.rejects.map((r) => [r.line, r.reason, r.detail])).toEqual([
+      [
+        2,
+        'future',
+        `receive time ${new Date(yearAhead).toISOString()} is later than the wall clock`,
+      ],
+    ]);
+    expect(router.watermark).toBe(now - 2 * MIN);
+  });
+
   it('rejects device times beyond the skew and events behind the horizon, judged once each', () => {
     const router = new EventRouter(base);
     const [batch] = toBatches(
@@ -112,8 +136,9 @@ describe('event router', () => {
       [1, 'invalid_time'],
       [2, 'invalid_time'],
       [4, 'invalid_time'],
-      [5, 'invalid_time'],
-      [6, 'invalid_time'],
+      // A receive time past the wall clock is refused first (it would pass anything ahead).
+      [5, 'future'],
+      [6, 'future'],
     ]);
     expect(routed.rejects[1]?.detail).toBe(
       'event time -1000000000000000 ms is outside years 0000-9999',
