@@ -163,6 +163,21 @@ function checkShape(request: EventBatchRequestWire): void {
       `batch ${request.batch_id}: ${what} has line ${line}, beyond ${Number.MAX_SAFE_INTEGER}`,
     );
   }
+  // (source, line) keys one dead letter: a line given twice would keep one of two rejects.
+  const seen = new Set<number>();
+  for (const line of [
+    ...request.events.map((e) => e.line),
+    ...request.unreadable.map((r) => r.line),
+  ]) {
+    if (line === 0) continue;
+    if (seen.has(line)) {
+      throw new IngestError(
+        'invalid-argument',
+        `batch ${request.batch_id}: line ${line} is given to more than one event or unreadable record; a line names one record of the source`,
+      );
+    }
+    seen.add(line);
+  }
 }
 
 function unreadableLetters(request: EventBatchRequestWire): DeadLetterWrite[] {
@@ -171,7 +186,7 @@ function unreadableLetters(request: EventBatchRequestWire): DeadLetterWrite[] {
       ? { source: request.source, line: record.line }
       : { source: unplacedSource(request), line: request.events.length + j + 1 }),
     reason: rejectReasonFromWire(record.reason),
-    detail: record.detail,
+    detail: cut(record.detail),
     raw: cut(record.raw),
   }));
 }

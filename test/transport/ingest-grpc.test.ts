@@ -523,6 +523,12 @@ describe('Ingest service', () => {
           { line: 2 ** 53 + 2, reason: 'REJECT_REASON_MALFORMED' as const, detail: '', raw: '' },
         ],
       },
+      // A line names one record: two with the same line would share one dead-letter row.
+      { ...batch, events: [event, { ...event, user_id: '' }] },
+      {
+        ...batch,
+        unreadable: [{ line: 1, reason: 'REJECT_REASON_MALFORMED' as const, detail: '', raw: '' }],
+      },
     ]) {
       const refused = await client.send(bad).catch((e: unknown) => e);
       expect(grpcCode(refused)).toBe(grpc.status.INVALID_ARGUMENT);
