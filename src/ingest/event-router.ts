@@ -37,6 +37,11 @@ export interface RouterState {
   watermarkMs: number | null;
   clockMs: number | null;
   maxEventMs: number | null;
+  /**
+   * The clock as the input moved it (receive times, ticks), without the moves of
+   * {@link EventRouter.finish}; absent in states written before it existed.
+   */
+  inputClockMs?: number | null;
 }
 
 /** What one routed batch produced. */
@@ -56,6 +61,8 @@ export class EventRouter {
   private watermarkMs = Number.NEGATIVE_INFINITY;
   private emittedMs = Number.NEGATIVE_INFINITY;
   private clockMs = Number.NEGATIVE_INFINITY;
+  /** The clock as input moved it: a finish never counts, so finishing twice moves nothing. */
+  private inputClockMs = Number.NEGATIVE_INFINITY;
   private maxEventMs = Number.NEGATIVE_INFINITY;
   private readonly hash: Hash64 = { hi: 0, lo: 0 };
 
@@ -78,6 +85,7 @@ export class EventRouter {
       watermarkMs: finite(this.watermarkMs),
       clockMs: finite(this.clockMs),
       maxEventMs: finite(this.maxEventMs),
+      inputClockMs: finite(this.inputClockMs),
     };
   }
 
@@ -86,6 +94,7 @@ export class EventRouter {
     this.emittedMs = this.watermarkMs;
     this.clockMs = state.clockMs ?? Number.NEGATIVE_INFINITY;
     this.maxEventMs = state.maxEventMs ?? Number.NEGATIVE_INFINITY;
+    this.inputClockMs = state.inputClockMs ?? state.clockMs ?? Number.NEGATIVE_INFINITY;
   }
 
   /** Routes one batch of parsed events. */
@@ -207,7 +216,8 @@ export class EventRouter {
    */
   finish(): PartitionBatch[] {
     const o = this.options;
-    const last = Math.max(this.maxEventMs, this.clockMs);
+    // The input's own times: a clock moved by an earlier finish would move this one a week on.
+    const last = Math.max(this.maxEventMs, this.inputClockMs);
     this.marks = [];
     this.position = 0;
     if (Number.isFinite(last)) {
@@ -223,6 +233,7 @@ export class EventRouter {
 
   private tickClock(nowMs: number): void {
     this.clockMs = nowMs;
+    this.inputClockMs = nowMs;
     this.moveWatermark(nowMs - this.options.maxOutOfOrdernessMs);
   }
 

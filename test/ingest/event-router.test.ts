@@ -148,4 +148,24 @@ describe('event router', () => {
     const routedTimes = routed.batches.flatMap((b) => [...b.eventTimeMs]).sort((x, y) => x - y);
     expect(routedTimes).toEqual([MIN_EVENT_MS, now - MIN]);
   });
+  it('finishes at the end of the week of the input, however often it finishes (no week added per finish)', () => {
+    const router = new EventRouter(base);
+    const event = { userId: 'a', eventMs: now - 2 * MIN, receiveMs: now - MIN };
+    const weekEnd = Date.UTC(2026, 2, 30) + base.allowedLatenessMs; // Monday after Sunday 29 March
+    router.route(toBatches([event], 10)[0]!);
+
+    router.finish();
+    expect(router.watermark).toBe(weekEnd);
+    router.finish();
+    expect(router.watermark).toBe(weekEnd);
+
+    // Another replay of the same week, into the same router, then a restart from its state.
+    router.route(toBatches([{ ...event, userId: 'b' }], 10)[0]!);
+    router.finish();
+    expect(router.watermark).toBe(weekEnd);
+    const restarted = new EventRouter(base);
+    restarted.restore(router.state);
+    restarted.finish();
+    expect(restarted.watermark).toBe(weekEnd);
+  });
 });
