@@ -15,7 +15,7 @@ RUN npm ci --omit=dev --no-audit --no-fund \
   && node -e "require('roaring'); require('classic-level')"
 
 FROM node:20-bookworm-slim
-# etcdctl, for the coordinators' wait-for-shards init container.
+# etcdctl, for operators inspecting the cluster's keys from inside a pod.
 RUN apt-get update \
   && apt-get install -y --no-install-recommends etcd-client \
   && rm -rf /var/lib/apt/lists/*
