@@ -8,7 +8,7 @@ import {
   resolveEngineSettings,
 } from '../config/index.js';
 import { runReplay, type ReplayOptions, type ReplaySummary } from '../embedded/replay.js';
-import type { InputFormat, TimeFormat } from '../ingest/types.js';
+import type { InputFormat, RejectReason, TimeFormat } from '../ingest/types.js';
 import { createLogger } from '../observability/index.js';
 import { CommandExit, type CliIo } from './io.js';
 import { progressBar, withStopSignal } from './replay-progress.js';
@@ -123,10 +123,7 @@ export function replayCommand(io: CliIo): Command {
       throw new CommandExit(130, 'replay interrupted; run the same command again to resume');
     }
     if (summary.records > 0 && summary.accepted === 0) {
-      throw new CommandExit(
-        2,
-        'every record was rejected; see `speedlayer rejects` (wrong --format or fields?)',
-      );
+      throw new CommandExit(2, allRejected(summary.rejected, 'see `speedlayer rejects`'));
     }
   });
 }
@@ -167,9 +164,25 @@ async function replayToTarget(
   if (summary.records > 0 && summary.accepted === 0) {
     throw new CommandExit(
       2,
-      "every record was rejected; see the node's dead letters (wrong --format or fields?)",
+      allRejected(summary.rejected, "see the node's dead letters (`speedlayer rejects --target`)"),
     );
   }
+}
+
+/** Why every record may have been rejected, from the reasons they were rejected for. */
+export function allRejected(
+  rejected: Partial<Record<RejectReason, number>>,
+  where: string,
+): string {
+  const reasons = Object.entries(rejected)
+    .filter(([, n]) => (n ?? 0) > 0)
+    .map(([reason]) => reason);
+  const timing = reasons.length > 0 && reasons.every((r) => r === 'too_old' || r === 'future');
+  const hint = timing
+    ? 'the event times are behind the watermark by more than the restatement horizon, or ahead of the clock: a live (wall-clock) node takes only recent events'
+    : 'wrong --format or fields?';
+
+  return `every record was rejected (${reasons.join(', ')}); ${where}: ${hint}`;
 }
 
 function readOptions(flags: ReplayFlags): ReplayOptions['read'] {
