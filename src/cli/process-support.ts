@@ -25,6 +25,15 @@ export function urlListFlag(value: string): string[] {
   return urls;
 }
 
+/** A gRPC address `host:port` (an IPv6 host in brackets). */
+export function targetFlag(value: string): string {
+  if (!/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(value)) {
+    throw new Error(`not host:port: '${value}' (e.g. 127.0.0.1:7400)`);
+  }
+
+  return value;
+}
+
 /** A positive partition count. */
 export function partitionCountFlag(value: string): number {
   const n = integerFlag(value);

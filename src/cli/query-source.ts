@@ -16,6 +16,7 @@ import type {
 } from '../sink/index.js';
 import { QueryClient } from '../transport/query-client.js';
 import { openWarehouse, withStoreFlags, type StoreFlags } from './warehouse-options.js';
+import { targetFlag } from './process-support.js';
 
 /** What the read commands need, from either place. */
 export interface QuerySource {
@@ -35,6 +36,7 @@ export function withSourceFlags(command: Command): Command {
   command.option(
     '--target <host:port>',
     'read through the Query gRPC service at this address (see serve-query) instead of opening the store',
+    targetFlag,
   );
 
   return withStoreFlags(command);

@@ -21,6 +21,7 @@ import { IngestClient, type IngestClientOptions } from '../transport/ingest-clie
 import { rejectReasonFromWire } from '../transport/proto.js';
 import { CommandExit } from './io.js';
 import { replayRequests } from './replay-requests.js';
+import { targetFlag } from './process-support.js';
 
 /** Flags (by commander's key) that set up the embedded store or engine; a node has its own. */
 const EMBEDDED_ONLY_FLAGS: Readonly<Record<string, string>> = {
@@ -97,7 +98,9 @@ export function checkTargetFlags(command: Command, flags: TargetFlags): void {
     );
   }
 
-  if (!/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(flags.target)) {
+  try {
+    targetFlag(flags.target);
+  } catch {
     throw new CommandExit(2, `--target must be host:port, got '${flags.target}'`);
   }
 }

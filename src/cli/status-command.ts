@@ -13,6 +13,7 @@ import { isoSeconds } from '../periods/index.js';
 import { fetchStatus } from '../transport/status-client.js';
 import type { StatusView } from '../transport/status-service.js';
 import { CommandExit, type CliIo } from './io.js';
+import { targetFlag } from './process-support.js';
 
 type StatusFormat = 'table' | 'json';
 
@@ -31,7 +32,11 @@ export function statusCommand(io: CliIo): Command {
     .description(
       'print who leads, the ring epoch, the global watermark and the partitions that hold numbers back, as a coordinator answers it',
     )
-    .requiredOption('--target <host:port>', "a coordinator's gRPC address (its --port)")
+    .requiredOption(
+      '--target <host:port>',
+      "a coordinator's gRPC address (its --port), or a shard's",
+      targetFlag,
+    )
     .option('--format <format>', 'table or json', choiceFlag(['table', 'json'] as const), 'table')
     .option(
       '--check',
