@@ -8,20 +8,16 @@
  * through {@link toGrpcStatus}, with an ErrorDetail in the trailer.
  */
 import { once } from 'node:events';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 
 import { describePeriod, periodStart } from '../periods/index.js';
 import type { VersionRow, Warehouse } from '../sink/index.js';
 import {
-  PROTO_DIR,
-  PROTO_LOADER_OPTIONS,
   addSpeedlayerService,
   currentRowToWire,
   filingRowToWire,
@@ -39,6 +35,7 @@ import {
   type WatchVersionsRequestWire,
 } from './proto.js';
 import { QueryError, asQueryError, toGrpcStatus } from './query-errors.js';
+import { bindInsecure, reflectionDefinition, shutdownWithin } from './grpc-server-support.js';
 import type { ServedService } from './served-service.js';
 import { VersionCursor } from './version-cursor.js';
 
@@ -150,11 +147,15 @@ export async function startQueryServer(options: QueryServerOptions): Promise<Que
     Object.fromEntries(SERVED.map((service) => [service, 'SERVING'])),
   );
   health.addToServer(server);
-  new ReflectionService(reflectionDefinition(), {
+  new ReflectionService(reflectionDefinition(['speedlayer/v1/query.proto']), {
     services: ['speedlayer.v1.Query', 'grpc.health.v1.Health'],
   }).addToServer(server);
 
-  const address = await bind(server, resolved.address);
+  const address = await bindInsecure(
+    server,
+    resolved.address,
+    (message) => new QueryError('unavailable', message),
+  );
   resolved.logger?.info({ address }, 'query service listening');
 
   let closing: Promise<void> | undefined;
@@ -163,7 +164,7 @@ export async function startQueryServer(options: QueryServerOptions): Promise<Que
     for (const service of SERVED) health.setStatus(service, 'NOT_SERVING');
     for (const watch of watches) watch.abort('shutdown' satisfies WatchEnd);
 
-    await shutdown(server, resolved.shutdownGraceMs);
+    await shutdownWithin(server, resolved.shutdownGraceMs);
     resolved.logger?.info({ address }, 'query service stopped');
   };
 
@@ -171,46 +172,6 @@ export async function startQueryServer(options: QueryServerOptions): Promise<Que
     address,
     close: () => (closing ??= drain()),
   };
-}
-
-function bind(server: grpc.Server, address: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
-      if (error !== null) {
-        server.forceShutdown();
-        reject(new QueryError('unavailable', `cannot listen on ${address}: ${error.message}`));
-        return;
-      }
-
-      resolve(`${address.slice(0, address.lastIndexOf(':'))}:${port}`);
-    });
-  });
-}
-
-/** Refuses new calls, waits for those in flight for up to `graceMs`, then cancels them. */
-function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    const force = setTimeout(() => {
-      server.forceShutdown();
-      resolve();
-    }, graceMs);
-    server.tryShutdown(() => {
-      clearTimeout(force);
-      resolve();
-    });
-  });
-}
-
-let reflected: protoLoader.PackageDefinition | undefined;
-
-/** The Query contract and the health contract, as reflection describes them. */
-function reflectionDefinition(): protoLoader.PackageDefinition {
-  reflected ??= protoLoader.loadSync(['speedlayer/v1/query.proto', 'health/v1/health.proto'], {
-    ...PROTO_LOADER_OPTIONS,
-    includeDirs: [PROTO_DIR, path.resolve(path.dirname(healthProtoPath), '../..')],
-  });
-
-  return reflected;
 }
 
 // --- handlers -------------------------------------------------------------------------------

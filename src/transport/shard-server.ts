@@ -5,21 +5,18 @@
  * and grpcurl work against a shard, and may serve other services on the same port (see
  * {@link ServedService}): a shard process adds Ingest and Query.
  */
-import path from 'node:path';
 
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { HealthImplementation } from 'grpc-health-check';
 
 import type { Logger } from '../observability/index.js';
 import { ShardError, isShardError } from '../shard/errors.js';
 import type { PartitionHost } from '../shard/partition-host.js';
+import { reflectionDefinition } from './grpc-server-support.js';
 import type { ServedService } from './served-service.js';
 import { toGrpcStatus } from './shard-errors.js';
 import {
-  PROTO_DIR,
-  PROTO_LOADER_OPTIONS,
   addSpeedlayerService,
   loadSpeedlayerProtos,
   partitionAckFromWire,
@@ -105,9 +102,12 @@ export class ShardServer {
       ),
     });
     health.addToServer(server);
-    new ReflectionService(reflectionDefinition(extras.map((s) => s.protoFile)), {
-      services: [SHARD_SERVICE, HEALTH_SERVICE, ...extras.map((s) => s.name)],
-    }).addToServer(server);
+    new ReflectionService(
+      reflectionDefinition(['speedlayer/v1/shard.proto', ...extras.map((s) => s.protoFile)]),
+      {
+        services: [SHARD_SERVICE, HEALTH_SERVICE, ...extras.map((s) => s.name)],
+      },
+    ).addToServer(server);
 
     const onFailed = (err: ShardError): void => {
       logger.error({ err }, 'partition state store failed; the shard must restart');
@@ -302,24 +302,6 @@ function checkEpoch(host: PartitionHost, ringEpoch: number): void {
     `call made under ring epoch ${ringEpoch}; this shard holds ring epoch ${host.ringEpoch}`,
     { ringEpoch: host.ringEpoch },
   );
-}
-
-const reflected = new Map<string, protoLoader.PackageDefinition>();
-
-/** The Shard contract, those of the other services and the health contract, for reflection. */
-function reflectionDefinition(protoFiles: readonly string[]): protoLoader.PackageDefinition {
-  const files = [...new Set(['speedlayer/v1/shard.proto', ...protoFiles])].sort();
-  const key = files.join('|');
-  let definition = reflected.get(key);
-  if (definition === undefined) {
-    definition = protoLoader.loadSync([...files, 'health/v1/health.proto'], {
-      ...PROTO_LOADER_OPTIONS,
-      includeDirs: [PROTO_DIR, path.resolve(path.dirname(healthProtoPath), '../..')],
-    });
-    reflected.set(key, definition);
-  }
-
-  return definition;
 }
 
 function bind(server: grpc.Server, options: ShardServerOptions): Promise<number> {

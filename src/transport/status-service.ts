@@ -13,12 +13,10 @@
  * A source that fails answers UNAVAILABLE (etcd out of reach) or INTERNAL, with an
  * ErrorDetail in the trailer that {@link StatusClient} reads back.
  */
-import path from 'node:path';
 
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { HealthImplementation } from 'grpc-health-check';
 
 import type { Logger } from '../observability/index.js';
 import {
@@ -29,13 +27,13 @@ import {
 } from '../ring/index.js';
 import {
   PROTO_DIR,
-  PROTO_LOADER_OPTIONS,
   addSpeedlayerService,
   loadSpeedlayerProtos,
   type CoordinatorHandlers,
   type ErrorDetailWire,
   type StatusResponseWire,
 } from './proto.js';
+import { bindInsecure, reflectionDefinition, shutdownWithin } from './grpc-server-support.js';
 import type { ServedService } from './served-service.js';
 import { errorDetailTrailer } from './status-details.js';
 
@@ -231,58 +229,23 @@ export async function startCoordinatorServer(
     Object.fromEntries(SERVED.map((service) => [service, 'SERVING'])),
   );
   health.addToServer(server);
-  new ReflectionService(reflectionDefinition(), {
+  new ReflectionService(reflectionDefinition([COORDINATOR_PROTO_FILE]), {
     services: [COORDINATOR_SERVICE, HEALTH_SERVICE],
   }).addToServer(server);
 
-  const address = await bind(server, options.address);
+  const address = await bindInsecure(
+    server,
+    options.address,
+    (message, cause) => new Error(message, { cause }),
+  );
   options.logger?.info({ address }, 'coordinator service listening');
 
   let closing: Promise<void> | undefined;
   const drain = async (): Promise<void> => {
     for (const service of SERVED) health.setStatus(service, 'NOT_SERVING');
-    await shutdown(server, options.shutdownGraceMs ?? 5_000);
+    await shutdownWithin(server, options.shutdownGraceMs ?? 5_000);
     options.logger?.info({ address }, 'coordinator service stopped');
   };
 
   return { address, close: () => (closing ??= drain()) };
-}
-
-function bind(server: grpc.Server, address: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
-      if (error !== null) {
-        server.forceShutdown();
-        reject(new Error(`cannot listen on ${address}: ${error.message}`, { cause: error }));
-        return;
-      }
-
-      resolve(`${address.slice(0, address.lastIndexOf(':'))}:${port}`);
-    });
-  });
-}
-
-function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    const force = setTimeout(() => {
-      server.forceShutdown();
-      resolve();
-    }, graceMs);
-    server.tryShutdown(() => {
-      clearTimeout(force);
-      resolve();
-    });
-  });
-}
-
-let reflected: protoLoader.PackageDefinition | undefined;
-
-/** The Coordinator contract and the health contract, as reflection describes them. */
-function reflectionDefinition(): protoLoader.PackageDefinition {
-  reflected ??= protoLoader.loadSync([COORDINATOR_PROTO_FILE, 'health/v1/health.proto'], {
-    ...PROTO_LOADER_OPTIONS,
-    includeDirs: [PROTO_DIR, path.resolve(path.dirname(healthProtoPath), '../..')],
-  });
-
-  return reflected;
 }
