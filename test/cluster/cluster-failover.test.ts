@@ -7,7 +7,7 @@
  * - the leader publishes its first commits (a file of the first rows, replayed first);
  * - `speedlayer replay` of the whole history runs as a child process; once it has
  *   started sending, shard-3 (not the ingest address) and the leading coordinator are
- *   SIGKILLed, and shard-3 is restarted a second later;
+ *   SIGKILLed, and shard-3 is restarted 2.5 s later;
  * - the replay completes with every record acknowledged (the ingest node retried the
  *   batches of shard-3's partitions); the standby takes over with a higher fencing token,
  *   and every version written after the kill carries it;
@@ -122,7 +122,9 @@ describe.skipIf(postgresUrl === undefined)('a replay into a cluster that loses p
     const killedAtMs = Date.now();
     // No batch can be acknowledged without shard-3, nor the replay finish.
     expect(replay.child.exitCode).toBeNull();
-    await sleep(1000);
+    // Out for 2.5 s: the node logs an owner after 1 s of failed retries, and its backoff
+    // (at most 1.6 s between tries so far) is sure to try once more in that time.
+    await sleep(2500);
     expect(replay.child.exitCode).toBeNull();
     await c.restart('shard-3');
 
