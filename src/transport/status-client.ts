@@ -66,6 +66,16 @@ function toStatusCallError(error: unknown, target: string): StatusCallError {
   }
 
   const why = error instanceof Error ? error.message : String(error);
+  if (service.code === grpc.status.UNIMPLEMENTED) {
+    // Something answers there, but not the Coordinator service: a `serve-query` port, say.
+    return new StatusCallError(
+      STATUS_ERROR_CODES.internal,
+      `${target} does not serve the Coordinator service; point --target at a shard or a coordinator (not serve-query): ${why}`,
+      false,
+      { cause: error },
+    );
+  }
+
   const unreachable =
     service.code === grpc.status.UNAVAILABLE || service.code === grpc.status.DEADLINE_EXCEEDED;
   const message = unreachable

@@ -2,8 +2,9 @@
  * `speedlayer status` against a real Coordinator server on loopback whose status source
  * the test sets (no etcd): what it prints and how it exits when no leader is elected,
  * when a round has run with every partition, and when the source cannot read etcd; and
- * when nothing listens at the target.
+ * when nothing listens at the target, or a server without the Coordinator service does.
  */
+import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { RingError, type StatusRecord } from '../../src/ring/index.js';
@@ -97,6 +98,24 @@ describe('speedlayer status', () => {
     expect(failed.code).toBe(1);
     expect(failed.stderr).toMatch(
       /^speedlayer: \[SL-STATUS-001\] the status cannot be read: \[SL-RING-007\] reading the status: etcd timed out\n$/,
+    );
+
+    // A gRPC server without the Coordinator service (a serve-query port, say).
+    const other = new grpc.Server();
+    const port = await new Promise<number>((resolve, reject) => {
+      other.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, bound) =>
+        err === null ? resolve(bound) : reject(err),
+      );
+    });
+    servers.push({
+      close: () => new Promise<void>((resolve) => other.tryShutdown(() => resolve())),
+    });
+    const wrong = await runCli(['status', '--target', `127.0.0.1:${port}`]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(
+      new RegExp(
+        `^speedlayer: \\[SL-STATUS-002\\] 127\\.0\\.0\\.1:${port} does not serve the Coordinator service; point --target at a shard or a coordinator \\(not serve-query\\)`,
+      ),
     );
 
     const closed = await runCli(['status', '--target', '127.0.0.1:1', '--timeout', '2s']);
