@@ -27,11 +27,12 @@ import {
   rejectionsToWire,
   type IndexedReject,
 } from './ingest-batch.js';
-import { IngestError } from './ingest-errors.js';
+import { IngestError, asIngestError } from './ingest-errors.js';
 import { PartitionDelivery, type PartitionDeliveryOptions } from './partition-delivery.js';
 import type { EventBatchRequestWire, IngestAckWire } from './proto.js';
 import { readRouterState, writeRouterState } from './router-state-file.js';
 import type { RingSource, RoutingTable } from './routing-table.js';
+import type { ShardMetrics } from './shard-metrics.js';
 
 /**
  * How a node's watermark moves.
@@ -85,6 +86,8 @@ export interface IngestRouterOptions extends IngestSettings {
   readonly clockTickMs?: number;
   /** Least time between two writes of `router.json`. @default 1000 */
   readonly stateWriteIntervalMs?: number;
+  /** Where batches, events and deliveries are counted. @default not counted */
+  readonly metrics?: ShardMetrics;
   /** Route deadline, coalescing, backoff and client options of the delivery. */
   readonly delivery?: Pick<
     PartitionDeliveryOptions,
@@ -105,6 +108,8 @@ interface Routed {
   readonly letters: DeadLetterWrite[];
   readonly accepted: number;
   readonly rejected: IndexedReject[];
+  /** The batch's unreadable records (the last of {@link letters}). */
+  readonly unreadable: readonly DeadLetterWrite[];
 }
 
 /** A routing whose batches are on their way, and the router's position after it. */
@@ -152,6 +157,7 @@ export class IngestRouter {
       ring: options.ring,
       localHost: options.localHost,
       logger: options.logger,
+      metrics: options.metrics,
     });
     this.stopListening = options.ring.onChange((table) => this.onRing(table));
     const initial = options.ring.current();
@@ -218,11 +224,19 @@ export class IngestRouter {
    *   keeps failing (what was routed is still delivered; a resent batch counts once)
    */
   submit(request: EventBatchRequestWire): Promise<IngestAckWire> {
+    let ack: Promise<IngestAckWire>;
     try {
-      return this.acknowledge(request, this.route(request));
+      ack = this.acknowledge(request, this.route(request));
     } catch (err) {
-      return Promise.reject(err);
+      ack = Promise.reject(err);
     }
+    const metrics = this.options.metrics;
+    if (metrics === undefined) return ack;
+
+    return ack.catch((err: unknown) => {
+      metrics.noteRefused(asIngestError(err).kind);
+      throw err;
+    });
   }
 
   /**
@@ -284,8 +298,15 @@ export class IngestRouter {
 
     const rejected = [...checked.rejected, ...routed.rejects.map(indexedRouterReject)];
     const letters = [...rejected.map((r) => eventDeadLetter(request, r)), ...checked.unreadable];
+    const delivered = this.deliver(batches);
 
-    return { delivered: this.deliver(batches), letters, accepted: routed.accepted, rejected };
+    return {
+      delivered,
+      letters,
+      accepted: routed.accepted,
+      rejected,
+      unreadable: checked.unreadable,
+    };
   }
 
   private async acknowledge(
@@ -293,6 +314,7 @@ export class IngestRouter {
     routed: Routed,
   ): Promise<IngestAckWire> {
     await Promise.all([routed.delivered, this.storeDeadLetters(routed.letters)]);
+    this.options.metrics?.noteAcknowledged(routed);
 
     return {
       batch_id: request.batch_id,

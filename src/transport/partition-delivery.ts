@@ -16,6 +16,7 @@ import type { RouteStamp } from '../shard/partition-ledger.js';
 import type { PartitionBatch, WatermarkMark } from '../shard/types.js';
 import type { RingSource, RoutingTable } from './routing-table.js';
 import { ShardRpcClient, type ShardRpcClientOptions } from './shard-client.js';
+import type { ShardMetrics } from './shard-metrics.js';
 
 export interface PartitionDeliveryOptions {
   /** This node's shard id: partitions the ring gives it go to {@link localHost}. */
@@ -46,6 +47,8 @@ export interface PartitionDeliveryOptions {
   readonly maxBackoffMs?: number;
   /** How remote owners are reached. */
   readonly client?: ShardRpcClientOptions;
+  /** Where deliveries, retries and the queue are counted. @default not counted */
+  readonly metrics?: ShardMetrics;
 }
 
 interface Queued {
@@ -78,6 +81,9 @@ interface OwnerHealth {
  */
 const UNREACHABLE_AFTER_MS = 1000;
 
+/** The owner named in logs and metrics while no ring is known. */
+const NO_RING = '(no ring)';
+
 /** The FIFOs of one node's partition streams and the loops that drain them. */
 export class PartitionDelivery {
   private readonly outboxes: Outbox[];
@@ -107,6 +113,7 @@ export class PartitionDelivery {
     this.initialBackoffMs = options.initialBackoffMs ?? 100;
     this.maxBackoffMs = options.maxBackoffMs ?? 5000;
     this.stopListening = options.ring.onChange(() => this.wakeAll());
+    options.metrics?.observeQueue(() => this.queuedBatches);
   }
 
   /** Batches queued or on their way, over all partitions. */
@@ -162,7 +169,8 @@ export class PartitionDelivery {
       const batch = concatPartitionBatches(taken.map((q) => q.batch));
 
       try {
-        await this.deliver(box.partition, stamp, batch);
+        const owner = await this.deliver(box.partition, stamp, batch);
+        this.options.metrics?.noteDelivered(owner, taken.length);
         for (const q of taken) q.resolve();
       } catch (err) {
         for (const q of taken) q.reject(err);
@@ -193,12 +201,15 @@ export class PartitionDelivery {
     return taken;
   }
 
-  /** Sends until the owner under the current ring has made the batch durable. */
+  /**
+   * Sends until the owner under the current ring has made the batch durable; resolves
+   * with that owner.
+   */
   private async deliver(
     partition: number,
     stamp: RouteStamp,
     batch: PartitionBatch,
-  ): Promise<void> {
+  ): Promise<string> {
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw closedError();
       const table = this.options.ring.current();
@@ -209,10 +220,11 @@ export class PartitionDelivery {
         owner = ownerOf(table.ring, partition);
         await this.routeTo(owner, table, stamp, batch);
         this.noteSuccess(owner);
-        return;
+        return owner;
       } catch (err) {
         if (this.closed) throw closedError();
-        this.noteFailure(owner ?? '(no ring)', partition, table, err);
+        this.noteFailure(owner ?? NO_RING, partition, table, err);
+        this.options.metrics?.noteRetry(owner ?? NO_RING);
         await this.backoff(attempt);
       }
     }
@@ -236,7 +248,7 @@ export class PartitionDelivery {
           { ringEpoch: host.ringEpoch, partition: batch.partition },
         );
       }
-      return host.route(stamp, batch);
+      return this.routeHere(host, stamp, batch);
     }
 
     const address = table.addresses.get(owner);
@@ -247,6 +259,18 @@ export class PartitionDelivery {
     }
 
     return this.client(address).route({ ringEpoch, stamp, batch }, this.routeDeadlineMs);
+  }
+
+  /** Routes to this node's own host, whose metrics count what it applies. */
+  private async routeHere(
+    host: PartitionHost,
+    stamp: RouteStamp,
+    batch: PartitionBatch,
+  ): Promise<RouteOutcome> {
+    const outcome = await host.route(stamp, batch);
+    this.options.metrics?.noteRouted(outcome, batch.length);
+
+    return outcome;
   }
 
   private client(address: string): ShardRpcClient {

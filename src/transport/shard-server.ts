@@ -28,6 +28,7 @@ import {
 } from './proto.js';
 import { SHARD_MAX_MESSAGE_BYTES } from './shard-client.js';
 import { shardHandoffHandlers } from './shard-handoff.js';
+import type { ShardMetrics } from './shard-metrics.js';
 
 const SHARD_SERVICE = 'speedlayer.v1.Shard';
 const HEALTH_SERVICE = 'grpc.health.v1.Health';
@@ -57,6 +58,8 @@ export interface ShardServerOptions {
    * status, see {@link ShardServer.setServiceServing}) and reflection. @default none
    */
   readonly services?: readonly ServedService[];
+  /** Where the events that routed batches apply here are counted. @default not counted */
+  readonly metrics?: ShardMetrics;
 }
 
 /** A running Shard service, with health checking and reflection. */
@@ -90,7 +93,7 @@ export class ShardServer {
     addSpeedlayerService(
       server,
       loadSpeedlayerProtos().shard,
-      shardHandlers(() => current.host, logger),
+      shardHandlers(() => current.host, logger, options.metrics),
     );
     const extras = options.services ?? [];
     for (const service of extras) service.register(server);
@@ -213,6 +216,7 @@ export class ShardServer {
 export function shardHandlers(
   target: PartitionHost | (() => PartitionHost),
   logger: Logger,
+  metrics?: ShardMetrics,
 ): ShardHandlers {
   const hostOf = typeof target === 'function' ? target : (): PartitionHost => target;
 
@@ -224,6 +228,7 @@ export function shardHandlers(
       const batch = partitionBatchFromWire(request.batch);
       const stamp = { senderId: request.sender_id, sequence: request.sequence };
       const outcome = await host.route(stamp, batch);
+      metrics?.noteRouted(outcome, batch.length);
 
       return {
         partition: outcome.partition,
