@@ -11,6 +11,10 @@
  * their state through the Shard service's Adopt before the coordinator switches the ring
  * (docs/cluster.md, "Partition handoff"), and the state of partitions that moved away is
  * dropped when the host reopens.
+ *
+ * With `--metrics-port` the shard serves Prometheus metrics at `/metrics` (see
+ * `src/transport/shard-metrics.ts`), from the start, so that a shard waiting for its ring
+ * is visible too.
  */
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,7 +28,14 @@ import {
   durationFlag,
   formatDuration,
 } from '../config/index.js';
-import { createLogger, type Logger } from '../observability/index.js';
+import {
+  createLogger,
+  createMetricsRegistry,
+  startMetricsServer,
+  type Logger,
+  type MetricsServer,
+  type Registry,
+} from '../observability/index.js';
 import {
   EtcdCoordinationStore,
   MIN_LEASE_TTL_SECONDS,
@@ -39,6 +50,7 @@ import { RingAssignment } from '../shard/ring-assignment.js';
 import { INGEST_SERVICE } from '../transport/ingest-server.js';
 import { RingView } from '../transport/routing-table.js';
 import type { ServedService } from '../transport/served-service.js';
+import { ShardMetrics } from '../transport/shard-metrics.js';
 import { ShardServer } from '../transport/shard-server.js';
 import { statusService } from '../transport/status-service.js';
 import { CommandExit } from './io.js';
@@ -65,6 +77,8 @@ interface ShardFlags extends IngestFlags {
   host: string;
   port: number;
   advertise?: string;
+  metricsHost: string;
+  metricsPort?: number;
   allowedLateness: number;
   memoryBudget: number;
   leaseTtl: number;
@@ -89,7 +103,12 @@ speedlayer.v1.Ingest and speedlayer.v1.Query. Events are judged here (--watermar
 --restatement-horizon, --max-future-skew, --max-out-of-orderness), routed to the
 shards that own their partitions, and acknowledged once durable there; rejected ones
 go to the dead-letter table. The router's position is kept in <data-dir>/router.json.
-Without a warehouse the shard serves the Shard service only.`;
+Without a warehouse the shard serves the Shard service only.
+
+Metrics: with --metrics-port, Prometheus metrics at http://HOST:PORT/metrics, labelled
+role="shard" and shard_id: ingest batches by outcome, events accepted and rejected by
+reason, unreadable records, routed batches delivered, retried and queued by owner,
+partitions owned, ring epoch, known users, events applied here.`;
 
 export function shardCommand(): Command {
   const command = new Command('shard')
@@ -109,6 +128,12 @@ export function shardCommand(): Command {
     .option(
       '--advertise <host:port>',
       'address other processes reach this shard at (default: the bound address)',
+    )
+    .option('--metrics-host <host>', 'address the metrics endpoint listens on', '127.0.0.1')
+    .option(
+      '--metrics-port <port>',
+      'serve Prometheus metrics at http://HOST:PORT/metrics; 0 picks a free one',
+      portFlag,
     )
     .addOption(
       new Option('--allowed-lateness <duration>', 'how long a period stays open after it ends')
@@ -149,6 +174,7 @@ async function runShard(flags: ShardFlags, base: Logger): Promise<void> {
   }
   // Checked before anything opens, so that a wrong flag stops the shard at once.
   ingestSettingsOf(flags, flags.partitions, flags.allowedLateness);
+  checkPorts(flags);
 
   let stop!: (reason: StopReason) => void;
   const stopped = new Promise<StopReason>((resolve) => (stop = resolve));
@@ -184,6 +210,9 @@ class ShardRole {
   /** The ring and the shards' addresses, as the ingest router routes by them. */
   private readonly routing = new RingView();
   private ingest: ShardIngest | undefined;
+  /** With --metrics-port: this process's metrics and their endpoint. */
+  private readonly metrics: ShardMetrics | undefined;
+  private metricsServer: MetricsServer | undefined;
   /** The partitions the ring assigns to this shard, once the server runs. */
   private assignment: RingAssignment | undefined;
   /** Ring changes are handled one at a time, in order. */
@@ -196,7 +225,12 @@ class ShardRole {
     private readonly logger: Logger,
     private readonly baseLogger: Logger,
     private readonly fail: (error: unknown) => void,
-  ) {}
+  ) {
+    if (flags.metricsPort !== undefined) {
+      this.metrics = new ShardMetrics(shardRegistry(flags.id));
+      this.metrics.observeHost(() => this.server?.host ?? this.host);
+    }
+  }
 
   private get stateDir(): string {
     return path.join(this.flags.dataDir, 'shard');
@@ -214,6 +248,7 @@ class ShardRole {
 
   private async begin(isStopping: () => boolean): Promise<void> {
     const f = this.flags;
+    await this.serveMetrics();
     this.host = await this.openHost([], 0);
     this.ingest = await this.openIngest();
     this.server = await ShardServer.start({
@@ -222,6 +257,7 @@ class ShardRole {
       logger: this.logger,
       serving: false,
       services: [...(this.ingest?.services ?? []), this.statusService()],
+      metrics: this.metrics,
     });
     if (this.ingest !== undefined) {
       this.server.setServiceServing(INGEST_SERVICE, this.ingest.router.ready);
@@ -284,6 +320,19 @@ class ShardRole {
     }
   }
 
+  /** The metrics endpoint, with --metrics-port. */
+  private async serveMetrics(): Promise<void> {
+    const f = this.flags;
+    if (this.metrics === undefined || f.metricsPort === undefined) return;
+
+    this.metricsServer = await startMetricsServer({
+      registry: this.metrics.registry,
+      host: f.metricsHost,
+      port: f.metricsPort,
+      logger: this.logger,
+    });
+  }
+
   /** Coordinator.Status on this port, answered from the leader's record in etcd. */
   private statusService(): ServedService {
     return statusService({
@@ -320,6 +369,7 @@ class ShardRole {
       ring: this.routing,
       localHost: () => this.server?.host,
       logger: this.baseLogger,
+      metrics: this.metrics,
     });
     this.routing.onChange(() => this.server?.setServiceServing(INGEST_SERVICE, true));
 
@@ -350,6 +400,8 @@ class ShardRole {
     }
     await this.membership?.release().catch((err: unknown) => this.warn(err, 'release failed'));
     await this.store?.close();
+    // Last: the counts of the drain are there to be scraped until the end.
+    await this.metricsServer?.close();
     this.logger.info({ shardId: this.flags.id }, 'shard stopped');
   }
 
@@ -396,4 +448,21 @@ class ShardRole {
   private warn(err: unknown, message: string): void {
     this.logger.warn({ err }, message);
   }
+}
+
+/** The registry of one shard process: every series labelled with the role and the shard id. */
+function shardRegistry(shardId: string): Registry {
+  return createMetricsRegistry({ labels: { role: 'shard', shard_id: shardId } });
+}
+
+/** The gRPC port and the metrics port on one fixed host and port would fail at the second bind. */
+function checkPorts(flags: ShardFlags): void {
+  const { host, port, metricsHost, metricsPort } = flags;
+  if (metricsPort === undefined || metricsPort === 0 || port === 0) return;
+  if (metricsPort !== port || metricsHost !== host) return;
+
+  throw new CommandExit(
+    2,
+    `--port and --metrics-port are both ${host}:${port}: give each its own port`,
+  );
 }

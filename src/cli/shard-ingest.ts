@@ -26,6 +26,7 @@ import { ingestService } from '../transport/ingest-server.js';
 import { queryService } from '../transport/query-server.js';
 import type { RingSource } from '../transport/routing-table.js';
 import type { ServedService } from '../transport/served-service.js';
+import type { ShardMetrics } from '../transport/shard-metrics.js';
 import { CommandExit } from './io.js';
 import { openWarehouse } from './warehouse-options.js';
 
@@ -108,6 +109,8 @@ export interface ShardIngestContext {
   readonly ring: RingSource;
   readonly localHost: () => PartitionHost | undefined;
   readonly logger: Logger;
+  /** With --metrics-port: where the router counts batches, events and deliveries. */
+  readonly metrics?: ShardMetrics;
 }
 
 /** A shard's Ingest and Query services and what they run on. */
@@ -140,6 +143,7 @@ export class ShardIngest {
         deadLetters: warehouse,
         dataDir: context.dataDir,
         logger,
+        metrics: context.metrics,
       });
       const services = [
         ingestService({ router, logger }),

@@ -7,6 +7,9 @@
  * - events sent to shard-a's Ingest service (an invalid user id among them) and Finish:
  *   the periods are published, and shard-b's Query service answers with rows equal to
  *   the brute-force recount and with the rejected event in the dead letters;
+ * - each shard's --metrics-port: shard-a counts every event sent as accepted but the
+ *   rejected one, the two shards' partition actors applied them all between them, and
+ *   each holds two partitions under ring epoch 1;
  * - SIGTERM: every process drains and exits 0.
  */
 import { randomBytes } from 'node:crypto';
@@ -76,6 +79,17 @@ function start(name: string, args: readonly string[]): ClusterProcess {
   return proc;
 }
 
+/** The value of the sample `name{...}` whose labels include each of `labels`. */
+async function metric(url: string, name: string, labels: string[] = []): Promise<number> {
+  const text = await (await fetch(url)).text();
+  const line = text
+    .split('\n')
+    .find((l) => l.startsWith(`${name}{`) && labels.every((label) => l.includes(label)));
+  if (line === undefined) throw new Error(`no ${name} ${labels.join(',')} at ${url}`);
+
+  return Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
 async function eventually<T>(what: string, probe: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + READY_MS;
   for (;;) {
@@ -98,9 +112,13 @@ describe.skipIf(postgresUrl === undefined)('speedlayer shard --postgres', () => 
         ...['--id', id, ...common, ...store, '--watermark', 'event-time'],
         ...['--data-dir', path.join(dir as string, id), '--port', String(ports[i])],
         ...['--allowed-lateness', '10m', '--max-out-of-orderness', '5m', '--lease-ttl', '3s'],
+        ...['--metrics-port', '0'],
       ]),
     );
+    const metricsUrls: string[] = [];
     for (const shard of shards) {
+      const listening = await shard.waitForLog((l) => l.msg === 'metrics endpoint listening');
+      metricsUrls.push(`http://${listening.address as string}/metrics`);
       await shard.waitForLog((l) => l.msg === 'waiting for ring assignment');
       expect(shard.lines().find((l) => l.msg === 'ingest router started')).toMatchObject({
         mode: 'event-time',
@@ -162,6 +180,20 @@ describe.skipIf(postgresUrl === undefined)('speedlayer shard --postgres', () => 
         [600, 0],
         [600, 1],
       ]);
+
+      // An acknowledgement waits for the owners, so their counts are in before it.
+      const [metricsA, metricsB] = metricsUrls as [string, string];
+      const accepted = 'speedlayer_ingest_events_accepted_total';
+      expect(await metric(metricsA, accepted, ['shard_id="shard-a"', 'role="shard"'])).toBe(1200);
+      expect(await metric(metricsB, accepted, ['shard_id="shard-b"'])).toBe(0);
+      const rejected = 'speedlayer_ingest_events_rejected_total';
+      expect(await metric(metricsA, rejected, ['reason="invalid_user_id"'])).toBe(1);
+      const applied = 'speedlayer_shard_events_applied_total';
+      expect((await metric(metricsA, applied)) + (await metric(metricsB, applied))).toBe(1200);
+      for (const url of metricsUrls) {
+        expect(await metric(url, 'speedlayer_shard_partitions_owned')).toBe(2);
+        expect(await metric(url, 'speedlayer_shard_ring_epoch')).toBe(1);
+      }
       const finished = await call<FinishResponseWire>((cb) => client.Finish({}, cb));
       expect(finished.watermark_ms).toBe(MONDAY + 7 * 24 * HOUR + 10 * MIN);
     } finally {
