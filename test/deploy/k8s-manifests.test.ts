@@ -53,7 +53,7 @@ interface Manifest {
     clusterIP?: string;
     selector?: Labels | { matchLabels: Labels };
     ports?: { name: string; port: number }[];
-    template?: { metadata: { labels: Labels }; spec: PodSpec };
+    template?: { metadata: { labels: Labels; annotations?: Labels }; spec: PodSpec };
     volumeClaimTemplates?: { metadata: { name: string } }[];
   };
 }
@@ -216,6 +216,18 @@ describe('deploy/k8s manifests', () => {
     expect(flags.get('--host')).toBe('0.0.0.0');
     expect(flags.get('--watermark')).toBe('wall-clock');
     expect(container.env?.map((e) => e.name)).toContain('SPEEDLAYER_POSTGRES_URL');
+
+    // Metrics on their own port, declared where Prometheus looks for them.
+    const metricsPort = Number(flags.get('--metrics-port'));
+    expect(metricsPort).toBeGreaterThan(0);
+    expect(metricsPort).not.toBe(port);
+    expect(flags.get('--metrics-host')).toBe('0.0.0.0');
+    expect(container.ports?.map((p) => p.containerPort)).toContain(metricsPort);
+    expect(headless.spec?.ports?.map((p) => p.port)).toContain(metricsPort);
+    expect(spec.template?.metadata.annotations).toMatchObject({
+      'prometheus.io/scrape': 'true',
+      'prometheus.io/port': String(metricsPort),
+    });
 
     const claims = (spec.volumeClaimTemplates ?? []).map((v) => v.metadata.name);
     const dataMount = container.volumeMounts?.find((v) => v.mountPath === flags.get('--data-dir'));
