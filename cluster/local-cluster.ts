@@ -54,6 +54,8 @@ export interface ClusterAddresses {
   readonly ingest: string;
   /** Each shard's gRPC port: Shard, Ingest, Query, health and reflection. */
   readonly shards: Readonly<Record<string, string>>;
+  /** Each shard's Prometheus `/metrics` endpoint. */
+  readonly shardMetrics: Readonly<Record<string, string>>;
   /** Each coordinator's Coordinator service (Status) and Prometheus `/metrics` endpoint. */
   readonly coordinators: Readonly<
     Record<string, { readonly status: string; readonly metrics: string }>
@@ -164,7 +166,9 @@ export class LocalCluster {
     ownsDataDir: boolean,
     identity: ClusterFile,
   ): Promise<LocalCluster> {
-    const ports = await portRange(o.basePort, 2 + (o.shards - 1) + 2 * COORDINATORS.length);
+    // etcd's two, the other shards' gRPC, every shard's metrics, the coordinators' two each.
+    const count = 2 + (o.shards - 1) + o.shards + 2 * COORDINATORS.length;
+    const ports = await portRange(o.basePort, count);
     const firstPort = o.port === 0 ? ((await freePorts(1))[0] as number) : o.port;
     await assertPortFree(firstPort, 'the first shard: ingest and queries');
     const take = (): number => ports.shift() as number;
@@ -173,7 +177,8 @@ export class LocalCluster {
     const shards: ShardPlan[] = [];
     for (let i = 1; i <= o.shards; i++) {
       const name = `shard-${i}`;
-      shards.push({ name, port: i === 1 ? firstPort : take(), dataDir: path.join(dataDir, name) });
+      const port = i === 1 ? firstPort : take();
+      shards.push({ name, port, metricsPort: take(), dataDir: path.join(dataDir, name) });
     }
     const coordinators: CoordinatorPlan[] = COORDINATORS.map((name) => ({
       name,
@@ -183,14 +188,16 @@ export class LocalCluster {
     }));
 
     const at = (port: number): string => `127.0.0.1:${port}`;
+    const metricsAt = (port: number): string => `http://${at(port)}/metrics`;
     const addresses: ClusterAddresses = {
       etcd: etcdEndpoint(etcdPorts.client),
       ingest: at(firstPort),
       shards: Object.fromEntries(shards.map((s) => [s.name, at(s.port)])),
+      shardMetrics: Object.fromEntries(shards.map((s) => [s.name, metricsAt(s.metricsPort)])),
       coordinators: Object.fromEntries(
         coordinators.map((c) => [
           c.name,
-          { status: at(c.statusPort), metrics: `http://${at(c.metricsPort)}/metrics` },
+          { status: at(c.statusPort), metrics: metricsAt(c.metricsPort) },
         ]),
       ),
     };

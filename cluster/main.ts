@@ -190,7 +190,7 @@ async function describe(cluster: LocalCluster, flags: ClusterFlags, elapsedMs: n
   row('etcd', a.etcd);
   for (const name of cluster.shards) {
     const role = name === cluster.shards[0] ? ' (ingest and queries)' : '';
-    row(name, `${a.shards[name] ?? '?'}${role}`);
+    row(name, `${a.shards[name] ?? '?'}${role}, ${a.shardMetrics[name] ?? '?'}`);
   }
   for (const name of cluster.coordinators) {
     const c = a.coordinators[name];

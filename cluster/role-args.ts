@@ -52,6 +52,8 @@ export interface ShardPlan {
   readonly name: string;
   /** Shard, Ingest and Query services, with health and reflection. */
   readonly port: number;
+  /** Prometheus metrics at `/metrics`. */
+  readonly metricsPort: number;
   readonly dataDir: string;
 }
 
@@ -128,6 +130,8 @@ export function shardArgs(plan: ClusterPlan, shard: ShardPlan, skipped: Set<stri
     .need('--postgres', o.postgresUrl)
     .need('--postgres-schema', plan.postgresSchema)
     .need('--watermark', o.watermark)
+    .need('--metrics-host', '127.0.0.1')
+    .need('--metrics-port', shard.metricsPort)
     .extra(o.extraArgs.shard);
 }
 

@@ -4,8 +4,9 @@
  * SPEEDLAYER_TEST_POSTGRES_URL). Two shards, P = 4.
  * Scenarios:
  * - LocalCluster: each shard answers SERVING for Shard, Ingest and Query to gRPC health
- *   checks and holds its half of the ring in etcd; one coordinator leads, the other
- *   stands by; both serve the Coordinator service and Prometheus metrics;
+ *   checks, holds its half of the ring in etcd and says so in its Prometheus metrics;
+ *   one coordinator leads, the other stands by; both serve the Coordinator service and
+ *   Prometheus metrics;
  * - a SIGKILLed shard is down, and restart() brings it back on the same address with the
  *   same partitions, SERVING;
  * - pausing the leader (SIGSTOP) lets the standby take over once the lease expires; the
@@ -106,6 +107,10 @@ describe.skipIf(postgresUrl === undefined)('LocalCluster', () => {
         .find((l) => l.msg === 'shard serving');
       expect(serving).toMatchObject({ ringEpoch: 1, partitions: partitionsOf(ring, name) });
       expect(partitionsOf(ring, name)).toHaveLength(P / 2);
+      const metrics = await (await fetch(c.addresses.shardMetrics[name] as string)).text();
+      expect(metrics).toContain(
+        `speedlayer_shard_partitions_owned{role="shard",shard_id="${name}"} ${P / 2}`,
+      );
     }
 
     const leader = await c.leader();
@@ -263,6 +268,10 @@ describe.skipIf(postgresUrl === undefined)('npm run cluster', () => {
       const first = /^ {2}shard-1\s+pid \d+\s+(\S+) \(ingest and queries\)/.exec(
         lines.find((l) => l.startsWith('  shard-1 ')) ?? '',
       )?.[1];
+      for (const name of ['shard-1', 'shard-2']) {
+        const line = lines.find((l) => l.startsWith(`  ${name} `)) ?? '';
+        expect(line, name).toMatch(/, http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+      }
       expect(lines.at(-1)).toContain(`send events and queries to ${first}`);
       expect(lines.filter((l) => l.includes('(leader)'))).toHaveLength(1);
       for (const pid of parts.values()) expect(isAlive(pid)).toBe(true);
