@@ -3,6 +3,23 @@
  * TypeScript shape of each message as it travels and converters between
  * those messages and the domain types of the other folders.
  *
+ * The message, client and handler types are generated from the proto files
+ * into `src/gen/` by proto-loader's own generator (`npm run gen:proto`,
+ * which `typecheck`, `lint` and `build` run first; the folder is not
+ * committed), with flags taken from {@link PROTO_LOADER_OPTIONS}. Each
+ * message X thus has two types that match the loader exactly, named here:
+ *
+ * - `XWire`: what a receiver decodes. Every field is present, int64 is a
+ *   number, an enum its name, bytes a Buffer. Converters from the wire read it.
+ * - `XWireInput`: what a sender may pass. Every field is optional, int64 may
+ *   also be a string or Long, an enum its number, bytes any Uint8Array.
+ *   Converters to the wire build it. A message that its sender builds whole
+ *   and reads again (an EventBatchRequest kept until its ack) is typed
+ *   `XWire`, which a sender may pass as well.
+ *
+ * Generated files are imported with `import type` only (lint enforces it),
+ * so tsx, vitest and the image run without them.
+ *
  * How messages look in TypeScript is fixed by {@link WIRE_CONVERSION_OPTIONS}
  * and must be the same on both ends of a call:
  *
@@ -33,6 +50,115 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 
+import type { AckRequest__Output as AckRequestWire } from '../gen/speedlayer/v1/AckRequest.js';
+import type { AckResponse__Output as AckResponseWire } from '../gen/speedlayer/v1/AckResponse.js';
+import type { AdoptRequest__Output as AdoptRequestWire } from '../gen/speedlayer/v1/AdoptRequest.js';
+import type { AdoptResponse__Output as AdoptResponseWire } from '../gen/speedlayer/v1/AdoptResponse.js';
+import type { CheckpointRequest__Output as CheckpointRequestWire } from '../gen/speedlayer/v1/CheckpointRequest.js';
+import type { CheckpointResponse__Output as CheckpointResponseWire } from '../gen/speedlayer/v1/CheckpointResponse.js';
+import type { CountsRequest__Output as CountsRequestWire } from '../gen/speedlayer/v1/CountsRequest.js';
+import type { CountsResponse__Output as CountsResponseWire } from '../gen/speedlayer/v1/CountsResponse.js';
+import type { CreateFilingRequest__Output as CreateFilingRequestWire } from '../gen/speedlayer/v1/CreateFilingRequest.js';
+import type {
+  CreateFilingResponse as CreateFilingResponseWireInput,
+  CreateFilingResponse__Output as CreateFilingResponseWire,
+} from '../gen/speedlayer/v1/CreateFilingResponse.js';
+import type { CurrentRequest__Output as CurrentRequestWire } from '../gen/speedlayer/v1/CurrentRequest.js';
+import type { CurrentResponse__Output as CurrentResponseWire } from '../gen/speedlayer/v1/CurrentResponse.js';
+import type {
+  CurrentRow__Output as CurrentRowWire,
+  CurrentRow as CurrentRowWireInput,
+} from '../gen/speedlayer/v1/CurrentRow.js';
+import type { DeadLetter__Output as DeadLetterWire } from '../gen/speedlayer/v1/DeadLetter.js';
+import type { ErrorDetail__Output as ErrorDetailWire } from '../gen/speedlayer/v1/ErrorDetail.js';
+import type { Event__Output as EventWire } from '../gen/speedlayer/v1/Event.js';
+import type { EventBatchRequest__Output as EventBatchRequestWire } from '../gen/speedlayer/v1/EventBatchRequest.js';
+import type {
+  FilingRow__Output as FilingRowWire,
+  FilingRow as FilingRowWireInput,
+} from '../gen/speedlayer/v1/FilingRow.js';
+import type {
+  FilingView__Output as FilingViewWire,
+  FilingView as FilingViewWireInput,
+} from '../gen/speedlayer/v1/FilingView.js';
+import type { FinishRequest__Output as FinishRequestWire } from '../gen/speedlayer/v1/FinishRequest.js';
+import type { FinishResponse__Output as FinishResponseWire } from '../gen/speedlayer/v1/FinishResponse.js';
+import type { HistoryRequest__Output as HistoryRequestWire } from '../gen/speedlayer/v1/HistoryRequest.js';
+import type { HistoryResponse__Output as HistoryResponseWire } from '../gen/speedlayer/v1/HistoryResponse.js';
+import type { IngestAck__Output as IngestAckWire } from '../gen/speedlayer/v1/IngestAck.js';
+import type { ListFilingsRequest__Output as ListFilingsRequestWire } from '../gen/speedlayer/v1/ListFilingsRequest.js';
+import type { ListFilingsResponse__Output as ListFilingsResponseWire } from '../gen/speedlayer/v1/ListFilingsResponse.js';
+import type {
+  PartitionAck__Output as PartitionAckWire,
+  PartitionAck as PartitionAckWireInput,
+} from '../gen/speedlayer/v1/PartitionAck.js';
+import type {
+  PartitionBatch__Output as PartitionBatchWire,
+  PartitionBatch as PartitionBatchWireInput,
+} from '../gen/speedlayer/v1/PartitionBatch.js';
+import type {
+  PartitionChunk__Output as PartitionChunkWire,
+  PartitionChunk as PartitionChunkWireInput,
+} from '../gen/speedlayer/v1/PartitionChunk.js';
+import type {
+  PartitionCounts__Output as PartitionCountsWire,
+  PartitionCounts as PartitionCountsWireInput,
+} from '../gen/speedlayer/v1/PartitionCounts.js';
+import type { PartitionEntry__Output as PartitionEntryWire } from '../gen/speedlayer/v1/PartitionEntry.js';
+import type {
+  PartitionReport__Output as PartitionReportWire,
+  PartitionReport as PartitionReportWireInput,
+} from '../gen/speedlayer/v1/PartitionReport.js';
+import type { PartitionStatus__Output as PartitionStatusWire } from '../gen/speedlayer/v1/PartitionStatus.js';
+import type {
+  Period__Output as PeriodWire,
+  Period as PeriodWireInput,
+} from '../gen/speedlayer/v1/Period.js';
+import type {
+  PeriodChange__Output as PeriodChangeWire,
+  PeriodChange as PeriodChangeWireInput,
+} from '../gen/speedlayer/v1/PeriodChange.js';
+import type { PeriodCount__Output as PeriodCountWire } from '../gen/speedlayer/v1/PeriodCount.js';
+import type {
+  PeriodRange__Output as PeriodRangeWire,
+  PeriodRange as PeriodRangeWireInput,
+} from '../gen/speedlayer/v1/PeriodRange.js';
+import type { PeriodStatus__Output as PeriodStatusWire } from '../gen/speedlayer/v1/PeriodStatus.js';
+import type { PeriodType__Output as PeriodTypeWire } from '../gen/speedlayer/v1/PeriodType.js';
+import type { RejectReason__Output as RejectReasonWire } from '../gen/speedlayer/v1/RejectReason.js';
+import type {
+  RejectSummary__Output as RejectSummaryWire,
+  RejectSummary as RejectSummaryWireInput,
+} from '../gen/speedlayer/v1/RejectSummary.js';
+import type { Rejection__Output as RejectionWire } from '../gen/speedlayer/v1/Rejection.js';
+import type { RejectsRequest__Output as RejectsRequestWire } from '../gen/speedlayer/v1/RejectsRequest.js';
+import type { RejectsResponse__Output as RejectsResponseWire } from '../gen/speedlayer/v1/RejectsResponse.js';
+import type { ReleaseRequest__Output as ReleaseRequestWire } from '../gen/speedlayer/v1/ReleaseRequest.js';
+import type { ReportRequest__Output as ReportRequestWire } from '../gen/speedlayer/v1/ReportRequest.js';
+import type { ReportResponse__Output as ReportResponseWire } from '../gen/speedlayer/v1/ReportResponse.js';
+import type { RouteAck__Output as RouteAckWire } from '../gen/speedlayer/v1/RouteAck.js';
+import type { RouteRequest__Output as RouteRequestWire } from '../gen/speedlayer/v1/RouteRequest.js';
+import type { StatusRequest__Output as StatusRequestWire } from '../gen/speedlayer/v1/StatusRequest.js';
+import type { StatusResponse__Output as StatusResponseWire } from '../gen/speedlayer/v1/StatusResponse.js';
+import type { UnreadableRecord__Output as UnreadableRecordWire } from '../gen/speedlayer/v1/UnreadableRecord.js';
+import type {
+  VersionRow__Output as VersionRowWire,
+  VersionRow as VersionRowWireInput,
+} from '../gen/speedlayer/v1/VersionRow.js';
+import type { WatchVersionsRequest__Output as WatchVersionsRequestWire } from '../gen/speedlayer/v1/WatchVersionsRequest.js';
+import type { WatermarkMark__Output as WatermarkMarkWire } from '../gen/speedlayer/v1/WatermarkMark.js';
+import type {
+  CoordinatorClient,
+  CoordinatorDefinition,
+  CoordinatorHandlers,
+} from '../gen/speedlayer/v1/Coordinator.js';
+import type {
+  IngestClient,
+  IngestDefinition,
+  IngestHandlers,
+} from '../gen/speedlayer/v1/Ingest.js';
+import type { QueryClient, QueryDefinition, QueryHandlers } from '../gen/speedlayer/v1/Query.js';
+import type { ShardClient, ShardDefinition, ShardHandlers } from '../gen/speedlayer/v1/Shard.js';
 import type { PartitionAck } from '../coordinator/coordinator.js';
 import type { RejectReason } from '../ingest/types.js';
 import { parsePeriodKey, periodKey, type Period, type PeriodType } from '../periods/index.js';
@@ -84,13 +210,20 @@ export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
 };
 
 /** A service of the contracts: its client class and its definition for a server. */
-export interface SpeedlayerService<Client, Handlers> {
+export interface SpeedlayerService<
+  Client,
+  Handlers extends grpc.UntypedServiceImplementation,
+  Definition extends grpc.ServiceDefinition = grpc.ServiceDefinition<Handlers>,
+> {
   /** Fully qualified name, e.g. `speedlayer.v1.Query`. */
   readonly name: string;
   /** The client class: `new service.Client(address, credentials)`. */
   readonly Client: SpeedlayerClientConstructor<Client>;
-  /** What `server.addService` takes, keyed by method name. */
-  readonly definition: grpc.ServiceDefinition<Handlers>;
+  /**
+   * What `server.addService` takes, keyed by method name, with each method's
+   * serializers typed by its messages.
+   */
+  readonly definition: Definition;
 }
 
 /** A typed grpc-js client class. */
@@ -104,10 +237,14 @@ export interface SpeedlayerClientConstructor<Client> {
 export interface SpeedlayerProtos {
   readonly packageDefinition: protoLoader.PackageDefinition;
   readonly grpcObject: grpc.GrpcObject;
-  readonly ingest: SpeedlayerService<IngestClient, IngestHandlers>;
-  readonly shard: SpeedlayerService<ShardClient, ShardHandlers>;
-  readonly coordinator: SpeedlayerService<CoordinatorClient, CoordinatorHandlers>;
-  readonly query: SpeedlayerService<QueryClient, QueryHandlers>;
+  readonly ingest: SpeedlayerService<IngestClient, IngestHandlers, IngestDefinition>;
+  readonly shard: SpeedlayerService<ShardClient, ShardHandlers, ShardDefinition>;
+  readonly coordinator: SpeedlayerService<
+    CoordinatorClient,
+    CoordinatorHandlers,
+    CoordinatorDefinition
+  >;
+  readonly query: SpeedlayerService<QueryClient, QueryHandlers, QueryDefinition>;
 }
 
 let loaded: SpeedlayerProtos | undefined;
@@ -157,15 +294,16 @@ export function loadSpeedlayerRoot(): protobuf.Root {
 export function addSpeedlayerService<Handlers extends grpc.UntypedServiceImplementation>(
   server: grpc.Server,
   service: SpeedlayerService<unknown, Handlers>,
-  handlers: Handlers,
+  handlers: NoInfer<Handlers>,
 ): void {
   server.addService(service.definition, handlers);
 }
 
-function serviceOf<Client, Handlers>(
-  grpcObject: grpc.GrpcObject,
-  name: string,
-): SpeedlayerService<Client, Handlers> {
+function serviceOf<
+  Client,
+  Handlers extends grpc.UntypedServiceImplementation,
+  Definition extends grpc.ServiceDefinition,
+>(grpcObject: grpc.GrpcObject, name: string): SpeedlayerService<Client, Handlers, Definition> {
   let node: unknown = grpcObject;
   for (const part of [...PROTO_PACKAGE.split('.'), name]) {
     node = (node as Record<string, unknown> | undefined)?.[part];
@@ -179,356 +317,110 @@ function serviceOf<Client, Handlers>(
   return {
     name: `${PROTO_PACKAGE}.${name}`,
     Client,
-    definition: Client.service as grpc.ServiceDefinition<Handlers>,
+    definition: Client.service as Definition,
   };
 }
 
 // ---------------------------------------------------------------------------
-// Wire messages: each interface is one message as proto-loader decodes it
+// Wire messages, generated from proto/ (see the top of this file): `XWire`
+// for every message, `XWireInput` for those this code builds to send
 // ---------------------------------------------------------------------------
 
-export type PeriodTypeWire =
-  | 'PERIOD_TYPE_UNSPECIFIED'
-  | 'PERIOD_TYPE_HOUR'
-  | 'PERIOD_TYPE_DAY'
-  | 'PERIOD_TYPE_WEEK';
-
-export type PeriodStatusWire =
-  | 'PERIOD_STATUS_UNSPECIFIED'
-  | 'PERIOD_STATUS_PROVISIONAL'
-  | 'PERIOD_STATUS_FINAL'
-  | 'PERIOD_STATUS_RESTATED';
-
-export type RejectReasonWire =
-  | 'REJECT_REASON_UNSPECIFIED'
-  | 'REJECT_REASON_INVALID_USER_ID'
-  | 'REJECT_REASON_INVALID_TIME'
-  | 'REJECT_REASON_MALFORMED'
-  | 'REJECT_REASON_FUTURE'
-  | 'REJECT_REASON_TOO_OLD';
+export type { PeriodTypeWire, PeriodStatusWire, RejectReasonWire };
 
 // common.proto
-
-export interface PeriodWire {
-  readonly type: PeriodTypeWire;
-  readonly start_ms: number;
-}
-
-export interface PeriodRangeWire {
-  readonly period_type: PeriodTypeWire;
-  readonly from_ms?: number;
-  readonly to_ms?: number;
-}
-
-export interface ErrorDetailWire {
-  readonly code: string;
-  readonly message: string;
-  readonly retryable: boolean;
-  readonly ring_epoch: number;
-  readonly owner_hint: string;
-  readonly partition?: number;
-}
+export type { PeriodWire, PeriodWireInput, PeriodRangeWire, PeriodRangeWireInput, ErrorDetailWire };
 
 // ingest.proto
-
-export interface EventWire {
-  readonly user_id: string;
-  readonly event_time_ms?: number;
-  readonly received_time_ms?: number;
-  readonly event_id: string;
-  readonly attributes: Readonly<Record<string, string>>;
-  readonly line: number;
-}
-
-export interface UnreadableRecordWire {
-  readonly line: number;
-  readonly reason: RejectReasonWire;
-  readonly detail: string;
-  readonly raw: string;
-}
-
-export interface EventBatchRequestWire {
-  readonly batch_id: string;
-  readonly source: string;
-  readonly events: readonly EventWire[];
-  readonly unreadable: readonly UnreadableRecordWire[];
-  readonly clock_ms?: number;
-}
-
-export type FinishRequestWire = Record<string, never>;
-
-export interface FinishResponseWire {
-  readonly watermark_ms?: number;
-}
-
-export interface RejectionWire {
-  readonly index: number;
-  readonly reason: RejectReasonWire;
-  readonly detail: string;
-}
-
-export interface IngestAckWire {
-  readonly batch_id: string;
-  readonly accepted: number;
-  readonly rejected: readonly RejectionWire[];
-}
+export type {
+  EventWire,
+  UnreadableRecordWire,
+  EventBatchRequestWire,
+  FinishRequestWire,
+  FinishResponseWire,
+  RejectionWire,
+  IngestAckWire,
+};
 
 // shard.proto
-
-export interface WatermarkMarkWire {
-  readonly before: number;
-  readonly watermark_ms: number;
-}
-
-export interface PartitionBatchWire {
-  readonly partition: number;
-  readonly user_ids: readonly string[];
-  readonly slot_hashes: readonly number[];
-  readonly event_time_ms: readonly number[];
-  readonly marks: readonly WatermarkMarkWire[];
-}
-
-export interface RouteRequestWire {
-  readonly ring_epoch: number;
-  readonly sender_id: string;
-  readonly sequence: number;
-  readonly batch: PartitionBatchWire | null;
-}
-
-export interface RouteAckWire {
-  readonly partition: number;
-  readonly sequence: number;
-  readonly duplicate: boolean;
-  readonly watermark_ms?: number;
-}
-
-export interface PeriodCountWire {
-  readonly period: PeriodWire | null;
-  readonly count: number;
-}
-
-export interface PeriodChangeWire {
-  readonly period: PeriodWire | null;
-  readonly late_events: number;
-  readonly new_users: number;
-}
-
-export interface PartitionReportWire {
-  readonly partition: number;
-  readonly watermark_ms?: number;
-  readonly seals: readonly PeriodCountWire[];
-  readonly changes: readonly PeriodChangeWire[];
-  readonly open_periods: readonly PeriodWire[];
-}
-
-export interface ReportRequestWire {
-  readonly ring_epoch: number;
-  readonly partitions: readonly number[];
-}
-
-export interface ReportResponseWire {
-  readonly ring_epoch: number;
-  readonly reports: readonly PartitionReportWire[];
-}
-
-export interface CountsRequestWire {
-  readonly ring_epoch: number;
-  readonly periods: readonly PeriodWire[];
-  readonly partitions: readonly number[];
-}
-
-export interface PartitionCountsWire {
-  readonly partition: number;
-  readonly counts: readonly PeriodCountWire[];
-}
-
-export interface CountsResponseWire {
-  readonly ring_epoch: number;
-  readonly partitions: readonly PartitionCountsWire[];
-}
-
-export interface PartitionAckWire {
-  readonly partition: number;
-  readonly seals: readonly PeriodWire[];
-  readonly changes: readonly PeriodChangeWire[];
-}
-
-export interface AckRequestWire {
-  readonly ring_epoch: number;
-  readonly fencing_token: number;
-  readonly round: number;
-  readonly acks: readonly PartitionAckWire[];
-}
-
-export type AckResponseWire = Record<string, never>;
-
-export interface CheckpointRequestWire {
-  readonly ring_epoch: number;
-}
-
-export interface CheckpointResponseWire {
-  readonly ring_epoch: number;
-  readonly partitions: readonly number[];
-}
-
-export interface AdoptRequestWire {
-  readonly ring_epoch: number;
-  readonly partition: number;
-  readonly from: string;
-  readonly to: string;
-}
-
-export interface AdoptResponseWire {
-  readonly partition: number;
-  readonly entries: number;
-  readonly bytes: number;
-}
-
-export interface ReleaseRequestWire {
-  readonly ring_epoch: number;
-  readonly partition: number;
-  readonly new_owner: string;
-}
-
-export interface PartitionEntryWire {
-  readonly key: string;
-  readonly value: Uint8Array;
-}
-
-export interface PartitionChunkWire {
-  readonly partition: number;
-  readonly entries: readonly PartitionEntryWire[];
-  readonly last: boolean;
-  readonly total_entries: number;
-  readonly total_bytes: number;
-}
+export type {
+  WatermarkMarkWire,
+  PartitionBatchWire,
+  PartitionBatchWireInput,
+  RouteRequestWire,
+  RouteAckWire,
+  PeriodCountWire,
+  PeriodChangeWire,
+  PeriodChangeWireInput,
+  PartitionReportWire,
+  PartitionReportWireInput,
+  ReportRequestWire,
+  ReportResponseWire,
+  CountsRequestWire,
+  PartitionCountsWire,
+  PartitionCountsWireInput,
+  CountsResponseWire,
+  PartitionAckWire,
+  PartitionAckWireInput,
+  AckRequestWire,
+  AckResponseWire,
+  CheckpointRequestWire,
+  CheckpointResponseWire,
+  AdoptRequestWire,
+  AdoptResponseWire,
+  ReleaseRequestWire,
+  PartitionEntryWire,
+  PartitionChunkWire,
+  PartitionChunkWireInput,
+};
 
 // coordinator.proto
-
-export type StatusRequestWire = Record<string, never>;
-
-export interface PartitionStatusWire {
-  readonly partition: number;
-  readonly shard_id: string;
-  readonly reported: boolean;
-  readonly watermark_ms?: number;
-}
-
-export interface StatusResponseWire {
-  readonly answered_by: string;
-  readonly leader_id: string;
-  readonly fencing_token: number;
-  readonly ring_epoch: number;
-  readonly partition_count: number;
-  readonly global_watermark_ms?: number;
-  readonly missing_partitions: readonly number[];
-  readonly partitions: readonly PartitionStatusWire[];
-  readonly last_round_at_ms?: number;
-}
+export type { StatusRequestWire, PartitionStatusWire, StatusResponseWire };
 
 // query.proto
-
-export interface CurrentRowWire {
-  readonly period: PeriodWire | null;
-  readonly distinct_users: number;
-  readonly version: number;
-  readonly status: PeriodStatusWire;
-  readonly computed_at_ms: number;
-  readonly watermark_ms: number;
-}
-
-export interface VersionRowWire {
-  readonly period: PeriodWire | null;
-  readonly version: number;
-  readonly distinct_users: number;
-  readonly status: PeriodStatusWire;
-  readonly reason: string;
-  readonly written_at_ms: number;
-  readonly watermark_ms: number;
-  readonly ring_epoch: number;
-  readonly fencing_token: number;
-}
-
-export interface FilingRowWire {
-  readonly filing_id: number;
-  readonly period: PeriodWire | null;
-  readonly version: number;
-  readonly distinct_users: number;
-  readonly filed_by: string;
-  readonly note?: string;
-  readonly filed_at_ms: number;
-}
-
-export interface FilingViewWire {
-  readonly filing: FilingRowWire | null;
-  readonly current_version: number;
-  readonly current_distinct_users: number;
-  readonly current_status: PeriodStatusWire;
-  readonly difference: number;
-}
-
-export interface DeadLetterWire {
-  readonly source: string;
-  readonly line: number;
-  readonly reason: RejectReasonWire;
-  readonly detail: string;
-  readonly raw: string;
-}
-
-export interface RejectSummaryWire {
-  readonly reason: RejectReasonWire;
-  readonly count: number;
-  readonly examples: readonly DeadLetterWire[];
-}
-
-export interface CurrentRequestWire {
-  readonly range: PeriodRangeWire | null;
-}
-
-export interface CurrentResponseWire {
-  readonly rows: readonly CurrentRowWire[];
-}
-
-export interface HistoryRequestWire {
-  readonly range: PeriodRangeWire | null;
-}
-
-export interface HistoryResponseWire {
-  readonly rows: readonly VersionRowWire[];
-}
-
-export type ListFilingsRequestWire = Record<string, never>;
-
-export interface ListFilingsResponseWire {
-  readonly filings: readonly FilingViewWire[];
-}
-
-export interface CreateFilingRequestWire {
-  readonly period: PeriodWire | null;
-  readonly filed_by: string;
-  readonly note?: string;
-}
-
-export interface CreateFilingResponseWire {
-  readonly filing: FilingRowWire | null;
-}
-
-export interface RejectsRequestWire {
-  readonly examples_per_reason: number;
-}
-
-export interface RejectsResponseWire {
-  readonly reasons: readonly RejectSummaryWire[];
-}
-
-export interface WatchVersionsRequestWire {
-  readonly range: PeriodRangeWire | null;
-  readonly since_written_at_ms?: number;
-}
+export type {
+  CurrentRowWire,
+  CurrentRowWireInput,
+  VersionRowWire,
+  VersionRowWireInput,
+  FilingRowWire,
+  FilingRowWireInput,
+  FilingViewWire,
+  FilingViewWireInput,
+  DeadLetterWire,
+  RejectSummaryWire,
+  RejectSummaryWireInput,
+  CurrentRequestWire,
+  CurrentResponseWire,
+  HistoryRequestWire,
+  HistoryResponseWire,
+  ListFilingsRequestWire,
+  ListFilingsResponseWire,
+  CreateFilingRequestWire,
+  CreateFilingResponseWire,
+  CreateFilingResponseWireInput,
+  RejectsRequestWire,
+  RejectsResponseWire,
+  WatchVersionsRequestWire,
+};
 
 // ---------------------------------------------------------------------------
 // Typed clients and handlers
 // ---------------------------------------------------------------------------
+
+// The generated client classes type each method's request as what may be
+// sent and its response as what is received; the generated handlers the
+// other way round.
+export type {
+  CoordinatorClient,
+  CoordinatorHandlers,
+  IngestClient,
+  IngestHandlers,
+  QueryClient,
+  QueryHandlers,
+  ShardClient,
+  ShardHandlers,
+};
 
 /** A unary method of a client. */
 export interface UnaryClientMethod<Req, Res> {
@@ -545,77 +437,6 @@ export interface UnaryClientMethod<Req, Res> {
     callback: grpc.requestCallback<Res>,
   ): grpc.ClientUnaryCall;
 }
-
-/** A method of a client whose server answers with a stream. */
-export type ServerStreamClientMethod<Req, Res> = (
-  request: Req,
-  metadata?: grpc.Metadata,
-  options?: Partial<grpc.CallOptions>,
-) => grpc.ClientReadableStream<Res>;
-
-/** A method of a client that streams both ways. */
-export type BidiStreamClientMethod<Req, Res> = (
-  metadata?: grpc.Metadata,
-  options?: Partial<grpc.CallOptions>,
-) => grpc.ClientDuplexStream<Req, Res>;
-
-export type IngestClient = grpc.Client & {
-  Send: UnaryClientMethod<EventBatchRequestWire, IngestAckWire>;
-  SendStream: BidiStreamClientMethod<EventBatchRequestWire, IngestAckWire>;
-  Finish: UnaryClientMethod<FinishRequestWire, FinishResponseWire>;
-};
-
-export type IngestHandlers = {
-  Send: grpc.handleUnaryCall<EventBatchRequestWire, IngestAckWire>;
-  SendStream: grpc.handleBidiStreamingCall<EventBatchRequestWire, IngestAckWire>;
-  Finish: grpc.handleUnaryCall<FinishRequestWire, FinishResponseWire>;
-};
-
-export type ShardClient = grpc.Client & {
-  Route: UnaryClientMethod<RouteRequestWire, RouteAckWire>;
-  Report: UnaryClientMethod<ReportRequestWire, ReportResponseWire>;
-  Counts: UnaryClientMethod<CountsRequestWire, CountsResponseWire>;
-  Acknowledge: UnaryClientMethod<AckRequestWire, AckResponseWire>;
-  Checkpoint: UnaryClientMethod<CheckpointRequestWire, CheckpointResponseWire>;
-  Adopt: UnaryClientMethod<AdoptRequestWire, AdoptResponseWire>;
-  Release: ServerStreamClientMethod<ReleaseRequestWire, PartitionChunkWire>;
-};
-
-export type ShardHandlers = {
-  Route: grpc.handleUnaryCall<RouteRequestWire, RouteAckWire>;
-  Report: grpc.handleUnaryCall<ReportRequestWire, ReportResponseWire>;
-  Counts: grpc.handleUnaryCall<CountsRequestWire, CountsResponseWire>;
-  Acknowledge: grpc.handleUnaryCall<AckRequestWire, AckResponseWire>;
-  Checkpoint: grpc.handleUnaryCall<CheckpointRequestWire, CheckpointResponseWire>;
-  Adopt: grpc.handleUnaryCall<AdoptRequestWire, AdoptResponseWire>;
-  Release: grpc.handleServerStreamingCall<ReleaseRequestWire, PartitionChunkWire>;
-};
-
-export type CoordinatorClient = grpc.Client & {
-  Status: UnaryClientMethod<StatusRequestWire, StatusResponseWire>;
-};
-
-export type CoordinatorHandlers = {
-  Status: grpc.handleUnaryCall<StatusRequestWire, StatusResponseWire>;
-};
-
-export type QueryClient = grpc.Client & {
-  Current: UnaryClientMethod<CurrentRequestWire, CurrentResponseWire>;
-  History: UnaryClientMethod<HistoryRequestWire, HistoryResponseWire>;
-  ListFilings: UnaryClientMethod<ListFilingsRequestWire, ListFilingsResponseWire>;
-  CreateFiling: UnaryClientMethod<CreateFilingRequestWire, CreateFilingResponseWire>;
-  Rejects: UnaryClientMethod<RejectsRequestWire, RejectsResponseWire>;
-  WatchVersions: ServerStreamClientMethod<WatchVersionsRequestWire, VersionRowWire>;
-};
-
-export type QueryHandlers = {
-  Current: grpc.handleUnaryCall<CurrentRequestWire, CurrentResponseWire>;
-  History: grpc.handleUnaryCall<HistoryRequestWire, HistoryResponseWire>;
-  ListFilings: grpc.handleUnaryCall<ListFilingsRequestWire, ListFilingsResponseWire>;
-  CreateFiling: grpc.handleUnaryCall<CreateFilingRequestWire, CreateFilingResponseWire>;
-  Rejects: grpc.handleUnaryCall<RejectsRequestWire, RejectsResponseWire>;
-  WatchVersions: grpc.handleServerStreamingCall<WatchVersionsRequestWire, VersionRowWire>;
-};
 
 // ---------------------------------------------------------------------------
 // Converters between domain types and wire messages
@@ -686,7 +507,7 @@ export function rejectReasonFromWire(wire: RejectReasonWire): RejectReason {
   return fromWireEnum(REJECT_REASON_FROM_WIRE, wire, 'reject reason');
 }
 
-export function periodToWire(period: Period): PeriodWire {
+export function periodToWire(period: Period): PeriodWireInput {
   return { type: periodTypeToWire(period.type), start_ms: period.startMs };
 }
 
@@ -698,7 +519,7 @@ export function periodFromWire(wire: PeriodWire | null | undefined): Period {
 }
 
 /** A period key such as `day:1427155200000` as a Period message. */
-export function periodKeyToWire(key: string): PeriodWire {
+export function periodKeyToWire(key: string): PeriodWireInput {
   return periodToWire(parsePeriodKey(key));
 }
 
@@ -707,7 +528,7 @@ export function periodKeyFromWire(wire: PeriodWire | null | undefined): string {
   return periodKey(periodFromWire(wire));
 }
 
-export function periodRangeToWire(range: PeriodRange): PeriodRangeWire {
+export function periodRangeToWire(range: PeriodRange): PeriodRangeWireInput {
   return {
     period_type:
       range.periodType === undefined
@@ -731,10 +552,10 @@ export function periodRangeFromWire(wire: PeriodRangeWire | null | undefined): P
   };
 }
 
-export function partitionBatchToWire(batch: PartitionBatch): PartitionBatchWire {
+export function partitionBatchToWire(batch: PartitionBatch): PartitionBatchWireInput {
   return {
     partition: batch.partition,
-    user_ids: batch.userIds,
+    user_ids: [...batch.userIds],
     slot_hashes: Array.from(batch.slotHashes),
     event_time_ms: Array.from(batch.eventTimeMs),
     marks: batch.marks.map((m) => ({ before: m.before, watermark_ms: m.watermarkMs })),
@@ -777,7 +598,7 @@ export function partitionBatchFromWire(
   };
 }
 
-export function reportToWire(report: PartitionReport): PartitionReportWire {
+export function reportToWire(report: PartitionReport): PartitionReportWireInput {
   return {
     partition: report.partition,
     ...watermarkToWire(report.watermarkMs),
@@ -801,7 +622,7 @@ export function reportFromWire(wire: PartitionReportWire): PartitionReport {
 export function partitionCountsToWire(
   partition: number,
   counts: ReadonlyMap<string, number>,
-): PartitionCountsWire {
+): PartitionCountsWireInput {
   return {
     partition,
     counts: [...counts].map(([key, count]) => ({ period: periodKeyToWire(key), count })),
@@ -818,7 +639,7 @@ export function partitionCountsFromWire(wire: PartitionCountsWire): {
   return { partition: wire.partition, counts };
 }
 
-export function partitionAckToWire(ack: PartitionAck): PartitionAckWire {
+export function partitionAckToWire(ack: PartitionAck): PartitionAckWireInput {
   return {
     partition: ack.partition,
     seals: ack.seals.map(periodKeyToWire),
@@ -834,7 +655,7 @@ export function partitionAckFromWire(wire: PartitionAckWire): PartitionAck {
   };
 }
 
-export function partitionChunkToWire(chunk: PartitionChunk): PartitionChunkWire {
+export function partitionChunkToWire(chunk: PartitionChunk): PartitionChunkWireInput {
   return {
     partition: chunk.partition,
     entries: chunk.entries.map((e) => ({ key: e.key, value: e.value })),
@@ -854,7 +675,7 @@ export function partitionChunkFromWire(wire: PartitionChunkWire): PartitionChunk
   };
 }
 
-export function currentRowToWire(row: CurrentRow): CurrentRowWire {
+export function currentRowToWire(row: CurrentRow): CurrentRowWireInput {
   return {
     period: periodToWire({ type: row.periodType, startMs: row.periodStartMs }),
     distinct_users: row.distinctUsers,
@@ -879,7 +700,7 @@ export function currentRowFromWire(wire: CurrentRowWire): CurrentRow {
   };
 }
 
-export function versionRowToWire(row: VersionRow): VersionRowWire {
+export function versionRowToWire(row: VersionRow): VersionRowWireInput {
   return {
     period: periodToWire({ type: row.periodType, startMs: row.periodStartMs }),
     version: row.version,
@@ -915,7 +736,7 @@ export function versionRowFromWire(wire: VersionRowWire): VersionRow {
   };
 }
 
-export function filingRowToWire(row: FilingRow): FilingRowWire {
+export function filingRowToWire(row: FilingRow): FilingRowWireInput {
   return {
     filing_id: row.filingId,
     period: periodToWire({ type: row.periodType, startMs: row.periodStartMs }),
@@ -943,7 +764,7 @@ export function filingRowFromWire(wire: FilingRowWire | null | undefined): Filin
   };
 }
 
-export function filingViewToWire(view: FilingView): FilingViewWire {
+export function filingViewToWire(view: FilingView): FilingViewWireInput {
   return {
     filing: filingRowToWire(view),
     current_version: view.currentVersion,
@@ -964,8 +785,8 @@ export function filingViewFromWire(wire: FilingViewWire): FilingView {
 }
 
 /** One RejectSummary per reason that has a count or examples, in a fixed reason order. */
-export function rejectSummaryToWire(summary: DeadLetterSummary): RejectSummaryWire[] {
-  const out: RejectSummaryWire[] = [];
+export function rejectSummaryToWire(summary: DeadLetterSummary): RejectSummaryWireInput[] {
+  const out: RejectSummaryWireInput[] = [];
   for (const reason of Object.keys(REJECT_REASON_TO_WIRE) as RejectReason[]) {
     const count = summary.counts[reason];
     const examples = summary.examples[reason];
@@ -1005,7 +826,7 @@ export function rejectSummaryFromWire(wires: readonly RejectSummaryWire[]): Dead
   return { counts, examples };
 }
 
-function periodChangeToWire(change: PeriodChange): PeriodChangeWire {
+function periodChangeToWire(change: PeriodChange): PeriodChangeWireInput {
   return {
     period: periodKeyToWire(change.key),
     late_events: change.lateEvents,

@@ -28,10 +28,10 @@ import {
   rejectSummaryToWire,
   versionRowToWire,
   type CreateFilingRequestWire,
-  type CreateFilingResponseWire,
+  type CreateFilingResponseWireInput,
   type QueryHandlers,
   type RejectsRequestWire,
-  type VersionRowWire,
+  type VersionRowWireInput,
   type WatchVersionsRequestWire,
 } from './proto.js';
 import { QueryError, asQueryError, toGrpcStatus } from './query-errors.js';
@@ -249,7 +249,7 @@ function failedCall(method: string, error: unknown, logger: Logger | undefined):
 async function createFiling(
   warehouse: QueryWarehouse,
   request: CreateFilingRequestWire,
-): Promise<CreateFilingResponseWire> {
+): Promise<CreateFilingResponseWireInput> {
   const period = periodFromWire(request.period);
   if (periodStart(period.type, period.startMs) !== period.startMs) {
     throw new QueryError(
@@ -308,7 +308,7 @@ function examplesPerReason(request: RejectsRequestWire): number {
  * UNAVAILABLE; either way the client resumes with `since_written_at_ms`.
  */
 function watchVersions(
-  call: grpc.ServerWritableStream<WatchVersionsRequestWire, VersionRowWire>,
+  call: grpc.ServerWritableStream<WatchVersionsRequestWire, VersionRowWireInput>,
   options: ResolvedQueryServerOptions,
   watches: Set<AbortController>,
 ): void {
@@ -337,7 +337,7 @@ function watchVersions(
 
 /** Polls the history until `signal` aborts, writing each new version once. */
 async function pollVersions(
-  call: grpc.ServerWritableStream<WatchVersionsRequestWire, VersionRowWire>,
+  call: grpc.ServerWritableStream<WatchVersionsRequestWire, VersionRowWireInput>,
   options: ResolvedQueryServerOptions,
   signal: AbortSignal,
 ): Promise<never> {
@@ -364,7 +364,7 @@ async function pollVersions(
 }
 
 async function writeAll(
-  call: grpc.ServerWritableStream<WatchVersionsRequestWire, VersionRowWire>,
+  call: grpc.ServerWritableStream<WatchVersionsRequestWire, VersionRowWireInput>,
   rows: readonly VersionRow[],
   signal: AbortSignal,
 ): Promise<void> {

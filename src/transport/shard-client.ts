@@ -151,7 +151,7 @@ export class ShardRpcClient {
     partitions: readonly number[],
     deadlineMs: number,
   ): Promise<PartitionReport[]> {
-    const request = { ring_epoch: ringEpoch, partitions };
+    const request = { ring_epoch: ringEpoch, partitions: [...partitions] };
     const response = await this.invoke<ReportResponseWire>('Report', deadlineMs, (m, o, cb) =>
       this.client.Report(request, m, o, cb),
     );
@@ -166,7 +166,11 @@ export class ShardRpcClient {
     partitions: readonly number[],
     deadlineMs: number,
   ): Promise<PartitionCounts[]> {
-    const request = { ring_epoch: ringEpoch, periods: keys.map(periodKeyToWire), partitions };
+    const request = {
+      ring_epoch: ringEpoch,
+      periods: keys.map(periodKeyToWire),
+      partitions: [...partitions],
+    };
     const response = await this.invoke<CountsResponseWire>('Counts', deadlineMs, (m, o, cb) =>
       this.client.Counts(request, m, o, cb),
     );

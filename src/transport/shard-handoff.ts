@@ -20,7 +20,7 @@ import {
   partitionChunkToWire,
   type AdoptRequestWire,
   type AdoptResponseWire,
-  type PartitionChunkWire,
+  type PartitionChunkWireInput,
   type ReleaseRequestWire,
   type ShardHandlers,
 } from './proto.js';
@@ -95,7 +95,7 @@ async function adopt(
 
 async function release(
   host: PartitionHost,
-  call: grpc.ServerWritableStream<ReleaseRequestWire, PartitionChunkWire>,
+  call: grpc.ServerWritableStream<ReleaseRequestWire, PartitionChunkWireInput>,
 ): Promise<void> {
   const { ring_epoch: ringEpoch, partition, new_owner: newOwner } = call.request;
   if (ringEpoch !== host.ringEpoch) {

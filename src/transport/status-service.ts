@@ -142,7 +142,7 @@ export function statusToWire(
     ...(record.globalWatermarkMs === undefined
       ? {}
       : { global_watermark_ms: record.globalWatermarkMs }),
-    missing_partitions: record.missingPartitions,
+    missing_partitions: [...record.missingPartitions],
     partitions: record.partitions.map(partitionToWire),
     ...(record.lastRoundAtMs === undefined ? {} : { last_round_at_ms: record.lastRoundAtMs }),
   };

@@ -53,8 +53,8 @@ import {
   reportToWire,
   versionRowFromWire,
   versionRowToWire,
-  type CurrentRequestWire,
   type CurrentResponseWire,
+  type CurrentRowWire,
   type ErrorDetailWire,
   type PartitionBatchWire,
   type PartitionReportWire,
@@ -72,22 +72,31 @@ const USERS = 247_010;
 const protos = loadSpeedlayerProtos();
 const root = loadSpeedlayerRoot();
 
-/** Encodes a wire object as message `name` with protobufjs and decodes it as gRPC would. */
-function viaProtobuf<T>(name: string, wire: T): T {
+/**
+ * Encodes a wire object as message `name` with protobufjs and decodes it as gRPC would,
+ * into the type `Received` of that message as a receiver gets it.
+ */
+function viaProtobuf<Received>(name: string, wire: object): Received {
   const type = root.lookupType(`${PROTO_PACKAGE}.${name}`);
   const bytes = type.encode(type.fromObject(wire as Record<string, unknown>)).finish();
 
-  return type.toObject(type.decode(bytes), WIRE_CONVERSION_OPTIONS) as T;
+  return type.toObject(type.decode(bytes), WIRE_CONVERSION_OPTIONS) as Received;
 }
 
 /** Sends a request through a method's serializers, as grpc-js does. */
-function viaRequest<T>(method: grpc.MethodDefinition<unknown, unknown>, request: T): T {
-  return method.requestDeserialize(method.requestSerialize(request)) as T;
+function viaRequest<Sent, Received>(
+  method: { requestSerialize(value: Sent): Buffer; requestDeserialize(bytes: Buffer): Received },
+  request: NoInfer<Sent>,
+): Received {
+  return method.requestDeserialize(method.requestSerialize(request));
 }
 
 /** Sends a response through a method's serializers, as grpc-js does. */
-function viaResponse<T>(method: grpc.MethodDefinition<unknown, unknown>, response: T): T {
-  return method.responseDeserialize(method.responseSerialize(response)) as T;
+function viaResponse<Sent, Received>(
+  method: { responseSerialize(value: Sent): Buffer; responseDeserialize(bytes: Buffer): Received },
+  response: NoInfer<Sent>,
+): Received {
+  return method.responseDeserialize(method.responseSerialize(response));
 }
 
 /** Paths of the keys of `value` that message `type` does not declare, at any depth. */
@@ -339,7 +348,7 @@ describe('converters', () => {
   });
 
   it('carry a CurrentRow', () => {
-    const response = viaResponse<CurrentResponseWire>(protos.query.definition.Current, {
+    const response = viaResponse(protos.query.definition.Current, {
       rows: [currentRowToWire(currentRow)],
     });
 
@@ -351,7 +360,7 @@ describe('converters', () => {
   });
 
   it('carry a VersionRow', () => {
-    const streamed = viaResponse<VersionRowWire>(
+    const streamed = viaResponse(
       protos.query.definition.WatchVersions,
       versionRowToWire(versionRow),
     );
@@ -425,9 +434,7 @@ describe('converters', () => {
 
   it('carry period keys and ranges, where no filter stays no filter', () => {
     const ranges: PeriodRange[] = [{}, { periodType: 'hour' }, { fromMs: 0, toMs: WATERMARK_MS }];
-    const request = viaRequest<CurrentRequestWire>(protos.query.definition.Current, {
-      range: null,
-    });
+    const request = viaRequest(protos.query.definition.Current, { range: null });
 
     expect(periodKeyToWire(`week:${weekStart(WATERMARK_MS)}`)).toEqual({
       type: 'PERIOD_TYPE_WEEK',
@@ -458,7 +465,7 @@ describe('converters', () => {
   });
 
   it('refuse messages that break their contract', () => {
-    const good = partitionBatchToWire(batch);
+    const good = viaProtobuf<PartitionBatchWire>('PartitionBatch', partitionBatchToWire(batch));
     const bad: PartitionBatchWire[] = [
       { ...good, event_time_ms: good.event_time_ms.slice(1) },
       {
@@ -471,20 +478,22 @@ describe('converters', () => {
       { ...good, marks: [{ before: 4, watermark_ms: 1 }] },
     ];
     const unspecified: PartitionReportWire = {
-      ...reportToWire(report),
+      ...viaProtobuf<PartitionReportWire>('PartitionReport', reportToWire(report)),
       open_periods: [{ type: 'PERIOD_TYPE_UNSPECIFIED', start_ms: WATERMARK_MS }],
     };
-    const provisional = {
-      ...versionRowToWire(versionRow),
+    const provisional: VersionRowWire = {
+      ...viaProtobuf<VersionRowWire>('VersionRow', versionRowToWire(versionRow)),
       status: 'PERIOD_STATUS_PROVISIONAL',
-    } as const;
+    };
+    const periodless: CurrentRowWire = {
+      ...viaProtobuf<CurrentRowWire>('CurrentRow', currentRowToWire(currentRow)),
+      period: null,
+    };
 
     for (const wire of bad) expect(() => partitionBatchFromWire(wire)).toThrow(WireFormatError);
     expect(() => reportFromWire(unspecified)).toThrow('[SL-WIRE-001]');
     expect(() => versionRowFromWire(provisional)).toThrow('[SL-WIRE-001]');
-    expect(() => currentRowFromWire({ ...currentRowToWire(currentRow), period: null })).toThrow(
-      '[SL-WIRE-001]',
-    );
+    expect(() => currentRowFromWire(periodless)).toThrow('[SL-WIRE-001]');
   });
 });
 
