@@ -32,6 +32,7 @@ import {
 } from '../../src/transport/proto.js';
 import { RingView } from '../../src/transport/routing-table.js';
 import type { ServedService } from '../../src/transport/served-service.js';
+import type { ShardMetrics } from '../../src/transport/shard-metrics.js';
 import { ShardServer } from '../../src/transport/shard-server.js';
 
 export const MIN = 60_000;
@@ -78,7 +79,7 @@ export class TestShard {
   static async start(
     stateDir: string,
     partitions: readonly number[],
-    options: { port?: number; services?: readonly ServedService[] } = {},
+    options: { port?: number; services?: readonly ServedService[]; metrics?: ShardMetrics } = {},
   ): Promise<TestShard> {
     const host = await PartitionHost.open({
       stateDir,
@@ -95,7 +96,9 @@ export class TestShard {
       logger: silentLogger(),
       services: options.services,
       shutdownGraceMs: 500,
+      metrics: options.metrics,
     });
+    options.metrics?.observeHost(() => server.host);
 
     return new TestShard(host, server);
   }

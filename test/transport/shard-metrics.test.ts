@@ -24,7 +24,6 @@ import {
   silentLogger,
   startMetricsServer,
 } from '../../src/observability/index.js';
-import { PartitionHost } from '../../src/shard/partition-host.js';
 import type { DeadLetterWrite } from '../../src/sink/types.js';
 import { IngestRouter } from '../../src/transport/ingest-router.js';
 import { ingestService } from '../../src/transport/ingest-server.js';
@@ -32,16 +31,15 @@ import type { EventBatchRequestWire, EventWire } from '../../src/transport/proto
 import { RingView } from '../../src/transport/routing-table.js';
 import type { ServedService } from '../../src/transport/served-service.js';
 import { ShardMetrics } from '../../src/transport/shard-metrics.js';
-import { ShardServer } from '../../src/transport/shard-server.js';
 import {
   HOUR,
   Ingest,
-  MEMORY_BUDGET,
   MIN,
   NOW,
   P,
   RING,
   SETTINGS,
+  TestShard,
   cleanups,
   tempDir,
 } from '../support/ingest-cluster.js';
@@ -103,40 +101,13 @@ function valueOf(
 }
 
 /** A shard in process: its host behind a Shard server, counting into `metrics`. */
-async function startShard(
+function startShard(
   dir: string,
   id: keyof typeof OWNED,
   metrics: ShardMetrics,
   options: { port?: number; services?: readonly ServedService[] } = {},
-): Promise<{ server: ShardServer; stop: () => Promise<void> }> {
-  const host = await PartitionHost.open({
-    stateDir: path.join(dir, id),
-    partitionCount: P,
-    partitions: OWNED[id],
-    ringEpoch: RING.epoch,
-    allowedLatenessMs: SETTINGS.allowedLatenessMs,
-    memoryBudgetBytes: MEMORY_BUDGET,
-    logger: silentLogger(),
-  });
-  const server = await ShardServer.start({
-    host,
-    address: `127.0.0.1:${options.port ?? 0}`,
-    logger: silentLogger(),
-    services: options.services,
-    shutdownGraceMs: 500,
-    metrics,
-  });
-  metrics.observeHost(() => server.host);
-  let stopped = false;
-  const stop = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
-    await server.close();
-    await host.close();
-  };
-  cleanups.push(stop);
-
-  return { server, stop };
+): Promise<TestShard> {
+  return TestShard.start(path.join(dir, id), OWNED[id], { ...options, metrics });
 }
 
 /** A shard's metrics on their own endpoint, as `speedlayer shard --metrics-port` serves them. */
@@ -180,7 +151,7 @@ describe('ShardMetrics', () => {
     const portB = shardB.server.port;
 
     const letters: DeadLetterWrite[] = [];
-    const local: { server?: ShardServer } = {};
+    const local: { server?: TestShard['server'] } = {};
     const router = await IngestRouter.open({
       ...SETTINGS,
       nodeId: 'shard-a',
