@@ -1,4 +1,5 @@
 export { parseCombinedLogTime, parseEventTime, parseIsoTime } from './event-time.js';
+export { MAX_EVENT_MS, MIN_EVENT_MS } from './event-router.js';
 export { compileFieldPath } from './field-path.js';
 export { DEFAULT_BATCH_SIZE, inputFormatOf, listEventFiles, readEvents } from './readers.js';
 export type { ReadOptions } from './readers.js';

@@ -9,8 +9,14 @@
  */
 import { join } from 'node:path';
 
-import { REJECT_REASONS, type RejectReason } from '../ingest/index.js';
-import { describePeriod, isPeriodType, periodKey, type PeriodType } from '../periods/index.js';
+import { MAX_EVENT_MS, MIN_EVENT_MS, REJECT_REASONS, type RejectReason } from '../ingest/index.js';
+import {
+  describePeriod,
+  isPeriodType,
+  periodKey,
+  WEEK_MS,
+  type PeriodType,
+} from '../periods/index.js';
 import { applyMigrations } from './migrations.js';
 import { PgliteClient, PostgresClient, type SqlClient, type SqlClientKind } from './sql-client.js';
 import type {
@@ -562,8 +568,23 @@ function* chunks<T>(rows: readonly T[], size: number): Generator<readonly T[]> {
   }
 }
 
+/**
+ * Every period starts at most a week before the earliest event time taken and no later than
+ * the latest. Range bounds are held to that span, which leaves the rows they select alone
+ * and keeps a client's "no limit" (an int64 extreme) from failing the query: PostgreSQL's
+ * timestamps end long before it.
+ */
+const EARLIEST_PERIOD_START_MS = MIN_EVENT_MS - WEEK_MS;
+const AFTER_LAST_PERIOD_START_MS = MAX_EVENT_MS + 1;
+
 function rangeParams(range: PeriodRange): unknown[] {
-  return [range.periodType ?? null, range.fromMs ?? null, range.toMs ?? null];
+  return [range.periodType ?? null, periodBound(range.fromMs), periodBound(range.toMs)];
+}
+
+function periodBound(ms: number | undefined): number | null {
+  if (ms === undefined) return null;
+
+  return Math.min(Math.max(ms, EARLIEST_PERIOD_START_MS), AFTER_LAST_PERIOD_START_MS);
 }
 
 /** PostgreSQL text cannot hold NUL; a rejected line can. */

@@ -15,6 +15,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 
+import { MAX_EVENT_MS, MIN_EVENT_MS } from '../ingest/index.js';
 import { describePeriod, periodStart } from '../periods/index.js';
 import type { VersionRow, Warehouse } from '../sink/index.js';
 import {
@@ -255,6 +256,13 @@ async function createFiling(
     throw new QueryError(
       'invalid-argument',
       `${period.startMs} is not the start of a ${period.type}`,
+    );
+  }
+  // No period holds events outside these years, and a date beyond them may not even print.
+  if (period.startMs < periodStart(period.type, MIN_EVENT_MS) || period.startMs > MAX_EVENT_MS) {
+    throw new QueryError(
+      'invalid-argument',
+      `${period.startMs} is outside the years 0000 to 9999 that event times may have`,
     );
   }
 

@@ -636,6 +636,29 @@ describe.each(backends)('Warehouse on $kind', (backend) => {
     expect(fromSecondDay.map((row) => row.periodType)).toEqual(['day', 'week']);
     await reopened.close();
   });
+
+  it('answers ranges with bounds beyond any period (int64 extremes) as they filter, never failing', async () => {
+    const warehouse = await Warehouse.open(await backend.place());
+    await warehouse.publish(
+      {
+        versions: [version(), version({ periodType: 'hour', periodStartMs: DAY })],
+        provisional: [],
+      },
+      FENCE,
+    );
+    const everything = await warehouse.queryHistory();
+    expect(everything).toHaveLength(2);
+    // Bounds a client may send as "no limit": int64's extremes, and JS Date's.
+    const farPast = -(2 ** 63);
+    const farFuture = 2 ** 63;
+
+    expect(await warehouse.queryHistory({ fromMs: farPast, toMs: farFuture })).toEqual(everything);
+    expect(await warehouse.queryCurrent({ fromMs: -8.64e15, toMs: 8.64e15 })).toHaveLength(2);
+    expect(await warehouse.queryCurrent({ fromMs: farFuture })).toEqual([]);
+    expect(await warehouse.queryCurrent({ toMs: farPast })).toEqual([]);
+    expect(await warehouse.queryHistory({ periodType: 'day', fromMs: 8.64e15 })).toEqual([]);
+    await warehouse.close();
+  });
 });
 
 describe('Warehouse.open', () => {

@@ -241,6 +241,17 @@ describe.each(backends)('Query service on $kind', (backend) => {
 
       expect(error.code).toBe(grpc.status.INVALID_ARGUMENT);
       expect(readErrorDetail(error.metadata)?.code).toBe('SL-WIRE-001');
+
+      // Days far beyond the years of event times, even past PostgreSQL's timestamps.
+      for (const days of [100_000_000_000, 3_000_000, -1_000_000]) {
+        const far = await createFilingFailure(stub, {
+          period: { type: 'PERIOD_TYPE_DAY', start_ms: days * DAY_MS },
+          filed_by: 'finance',
+        });
+
+        expect(far.code).toBe(grpc.status.INVALID_ARGUMENT);
+        expect(readErrorDetail(far.metadata)?.code).toBe('SL-QUERY-001');
+      }
     } finally {
       stub.close();
     }
