@@ -23,6 +23,15 @@ export const MAX_EVENTS_PER_REQUEST = 100_000;
 /** Most unreadable records one request may carry. */
 export const MAX_UNREADABLE_PER_REQUEST = 100_000;
 
+/**
+ * Longest `source` and `batch_id`, in UTF-8 bytes. A dead letter is keyed by its source, or
+ * by `<source>#<batch_id>`, in a unique index whose entries PostgreSQL caps at 2704 bytes;
+ * a longer key would fail every store of the batch's rejects, and the batch with it, for as
+ * long as the client resent it. A replay's batch id is its source and about 60 bytes more.
+ */
+export const MAX_SOURCE_BYTES = 1024;
+export const MAX_BATCH_ID_BYTES = 1280;
+
 /** One event of a request that is not counted, by its index in the request. */
 export interface IndexedReject {
   readonly index: number;
@@ -48,8 +57,8 @@ export interface CheckedRequest {
  *
  * @param receiveNowMs - the receive time of events that carry none; undefined leaves it
  *   to the router (NaN: the router's clock, or its wall clock)
- * @throws IngestError 'invalid-argument' for an empty batch id, too many records, or a line
- *   beyond 2^53 - 1
+ * @throws IngestError 'invalid-argument' for an empty or too long batch id, a too long
+ *   source, too many records, or a line beyond 2^53 - 1
  * @throws WireFormatError for an unreadable record whose reason is unspecified
  */
 export function checkRequest(
@@ -134,6 +143,18 @@ function checkShape(request: EventBatchRequestWire): void {
       'invalid-argument',
       'batch_id is empty: every batch needs its idempotency key',
     );
+  }
+  for (const [field, text, limit] of [
+    ['batch_id', request.batch_id, MAX_BATCH_ID_BYTES],
+    ['source', request.source, MAX_SOURCE_BYTES],
+  ] as const) {
+    const bytes = Buffer.byteLength(text, 'utf8');
+    if (bytes > limit) {
+      throw new IngestError(
+        'invalid-argument',
+        `${field} is ${bytes} bytes of UTF-8; at most ${limit} fit in the dead-letter key`,
+      );
+    }
   }
   if (request.events.length > MAX_EVENTS_PER_REQUEST) {
     throw new IngestError(

@@ -33,6 +33,7 @@ import {
   type WarehouseOptions,
   type WriterFence,
 } from '../../src/sink/index.js';
+import { MAX_BATCH_ID_BYTES, MAX_SOURCE_BYTES } from '../../src/transport/ingest-batch.js';
 import { postgresTestUrl } from '../support/postgres.js';
 
 /** Where one test's warehouse lives, and how to reach it with raw SQL. */
@@ -549,6 +550,20 @@ describe.each(backends)('Warehouse on $kind', (backend) => {
     expect(summary.examples.too_old).toBeUndefined();
 
     expect((await warehouse.rejectSummary()).examples.invalid_user_id).toHaveLength(3);
+    await warehouse.close();
+  });
+
+  it('keeps the dead letter of the longest source and batch id an ingest request may carry', async () => {
+    const warehouse = await openFresh();
+    // Random text, so that PostgreSQL cannot compress the key below the index's limit.
+    const text = (bytes: number): string => randomBytes(bytes).toString('base64').slice(0, bytes);
+    // An event without a line is kept under `<source>#<batch_id>`.
+    const source = `${text(MAX_SOURCE_BYTES)}#${text(MAX_BATCH_ID_BYTES)}`;
+
+    await warehouse.recordRejects([reject(1, { source })]);
+
+    const summary = await warehouse.rejectSummary(1);
+    expect(summary.examples.invalid_user_id).toEqual([reject(1, { source })]);
     await warehouse.close();
   });
 

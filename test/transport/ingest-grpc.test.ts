@@ -30,6 +30,7 @@ import { silentLogger } from '../../src/observability/index.js';
 import type { CurrentRow, VersionRow } from '../../src/sink/index.js';
 import { Warehouse } from '../../src/sink/warehouse.js';
 import { periodKey } from '../../src/periods/index.js';
+import { MAX_BATCH_ID_BYTES, MAX_SOURCE_BYTES } from '../../src/transport/ingest-batch.js';
 import { IngestRouter, type IngestWatermarkMode } from '../../src/transport/ingest-router.js';
 import { ingestService } from '../../src/transport/ingest-server.js';
 import type {
@@ -523,6 +524,10 @@ describe('Ingest service', () => {
           { line: 2 ** 53 + 2, reason: 'REJECT_REASON_MALFORMED' as const, detail: '', raw: '' },
         ],
       },
+      // (source, line) keys a dead letter in a unique index that holds only so many bytes.
+      { ...batch, source: 's'.repeat(MAX_SOURCE_BYTES + 1) },
+      { ...batch, source: 'é'.repeat(MAX_SOURCE_BYTES / 2 + 1) },
+      { ...batch, batch_id: 'b'.repeat(MAX_BATCH_ID_BYTES + 1) },
       // A line names one record: two with the same line would share one dead-letter row.
       { ...batch, events: [event, { ...event, user_id: '' }] },
       {
@@ -533,6 +538,12 @@ describe('Ingest service', () => {
       const refused = await client.send(bad).catch((e: unknown) => e);
       expect(grpcCode(refused)).toBe(grpc.status.INVALID_ARGUMENT);
     }
+    const longest = {
+      ...batch,
+      source: 'é'.repeat(MAX_SOURCE_BYTES / 2),
+      batch_id: 'b'.repeat(MAX_BATCH_ID_BYTES),
+    };
+    await expect(client.send(longest)).resolves.toMatchObject({ accepted: 1, rejected: [] });
     expect(router.watermarkMs).toBe(MONDAY - SETTINGS.maxOutOfOrdernessMs);
 
     await expect(checkHealth(shard.address, 'speedlayer.v1.Ingest')).resolves.toBe('NOT_SERVING');
