@@ -141,7 +141,9 @@ export function coordinatorCommand(): Command {
         }),
       );
       if (flags.metricsPort !== undefined) {
-        const registry = createMetricsRegistry({ labels: { role: 'coordinator', candidate_id: flags.id } });
+        const registry = createMetricsRegistry({
+          labels: { role: 'coordinator', candidate_id: flags.id },
+        });
         new CoordinatorMetrics(registry).observe(service);
         metrics = await startMetricsServer({
           registry,

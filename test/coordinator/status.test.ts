@@ -504,7 +504,10 @@ describe('Coordinator status', () => {
     });
     const metricsUrl = `http://${metricsAddress}/metrics`;
     expect(
-      await scrape(metricsUrl, 'speedlayer_coordinator_is_leader{role="coordinator",candidate_id="coord-proc"}'),
+      await scrape(
+        metricsUrl,
+        'speedlayer_coordinator_is_leader{role="coordinator",candidate_id="coord-proc"}',
+      ),
     ).toBe(0);
     expect((await fetch(`http://${metricsAddress}/other`)).status).toBe(404);
 
