@@ -25,9 +25,11 @@ export function urlListFlag(value: string): string[] {
   return urls;
 }
 
-/** A gRPC address `host:port` (an IPv6 host in brackets). */
+/** A gRPC address `host:port` (an IPv6 host in brackets), with a port a server can have. */
 export function targetFlag(value: string): string {
-  if (!/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(value)) {
+  const shaped = /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(value);
+  const port = Number(value.slice(value.lastIndexOf(':') + 1));
+  if (!shaped || port < 1 || port > 65_535) {
     throw new Error(`not host:port: '${value}' (e.g. 127.0.0.1:7400)`);
   }
 

@@ -339,6 +339,14 @@ describe('speedlayer replay --target', () => {
       },
       { args: ['--deadline', '1m'], message: '--deadline applies only with --target' },
       { args: ['--target', 'localhost'], message: "--target must be host:port, got 'localhost'" },
+      {
+        args: ['--target', '127.0.0.1:99999'],
+        message: "--target must be host:port, got '127.0.0.1:99999'",
+      },
+      {
+        args: ['--target', '127.0.0.1:0'],
+        message: "--target must be host:port, got '127.0.0.1:0'",
+      },
     ];
     for (const { args, message } of cases) {
       const run = await runCli(['replay', file, ...args, ...QUIET]);
