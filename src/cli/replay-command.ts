@@ -26,6 +26,7 @@ interface ReplayFlags extends StoreFlags, TargetFlags {
   timeField?: string;
   timeFormat: TimeFormat;
   receiveTimeField?: string;
+  receiveTimeFormat: TimeFormat;
   eventIdField?: string;
   format?: InputFormat;
   allowedLateness?: number;
@@ -87,6 +88,12 @@ export function replayCommand(io: CliIo): Command {
     .option(
       '--receive-time-field <path>',
       'receive time field: replay in receive-time order with the watermark following that clock',
+    )
+    .option(
+      '--receive-time-format <format>',
+      'how receive times are written: iso, epoch-s, epoch-ms, or auto',
+      choiceFlag(['iso', 'epoch-s', 'epoch-ms', 'auto'] as const),
+      'auto',
     )
     .option('--event-id-field <path>', 'event id field')
     .option(
@@ -192,6 +199,7 @@ function readOptions(flags: ReplayFlags): ReplayOptions['read'] {
     timeField: flags.timeField,
     timeFormat: flags.timeFormat,
     receiveTimeField: flags.receiveTimeField,
+    receiveTimeFormat: flags.receiveTimeFormat,
     eventIdField: flags.eventIdField,
   };
 }

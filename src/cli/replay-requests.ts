@@ -121,6 +121,10 @@ export function readingKey(
     timeField: read.timeField ?? null,
     timeFormat: read.timeFormat ?? 'auto',
     receiveTimeField: read.receiveTimeField ?? null,
+    // Only when set, so that the digests of replays that never gave it stay as they were.
+    ...(read.receiveTimeFormat === undefined || read.receiveTimeFormat === 'auto'
+      ? {}
+      : { receiveTimeFormat: read.receiveTimeFormat }),
     eventIdField: read.eventIdField ?? null,
     order,
     inputs,

@@ -191,7 +191,9 @@ class ReplayRun {
 
     for (const batch of ordered) {
       const end = position + batch.length;
-      if (end <= done) {
+      // `done` counts events: a first batch of rejects only (no record had an event) is
+      // never done, and recording its rejects again is a no-op (one per source and line).
+      if (done > 0 && end <= done) {
         this.resumed = `${done} events in receive order`;
       } else {
         await this.ingest(batch);

@@ -74,6 +74,7 @@ export class CsvParser implements RecordParser {
     private readonly skipThroughLine: number,
     private readonly columns: CsvColumns,
     private readonly timeFormat: TimeFormat,
+    private readonly receiveTimeFormat: TimeFormat,
   ) {}
 
   consume(text: string, pos: number, final: boolean): number {
@@ -369,7 +370,19 @@ export class CsvParser implements RecordParser {
       const receiveText = slotText[Slot.Receive] ?? '';
       const receiveStart = slotStart[Slot.Receive] ?? 0;
       const receiveEnd = slotEnd[Slot.Receive] ?? 0;
-      receiveTimeMs = parseTimeTextAt(receiveText, receiveStart, receiveEnd, this.timeFormat);
+      // An empty field is no receive time (the event takes the one before it); text that
+      // cannot be read is a broken record.
+      if (receiveEnd > receiveStart) {
+        const format = this.receiveTimeFormat;
+        receiveTimeMs = parseTimeTextAt(receiveText, receiveStart, receiveEnd, format);
+        if (Number.isNaN(receiveTimeMs)) {
+          const value = receiveText.slice(receiveStart, receiveEnd);
+          const detail = describeTimeProblem(value, format, 'receive time');
+          this.builder.reject(line, 'invalid_time', detail, text.slice(start, end));
+
+          return;
+        }
+      }
     }
 
     let eventId: string | undefined;

@@ -82,6 +82,7 @@ export class NdjsonParser extends LineParser {
     skipThroughLine: number,
     private readonly fields: NdjsonFields,
     private readonly timeFormat: TimeFormat,
+    private readonly receiveTimeFormat: TimeFormat,
   ) {
     super(builder, skipThroughLine);
   }
@@ -139,10 +140,19 @@ export class NdjsonParser extends LineParser {
       return;
     }
 
-    const receiveTimeMs =
-      fields.receiveTime === null
-        ? NaN
-        : eventTimeMsOf(fields.receiveTime(record), this.timeFormat);
+    // No receive time (absent, null, empty) is allowed: the event takes the one before it.
+    // One that is there but unreadable is a broken record, not a missing time.
+    let receiveTimeMs = NaN;
+    const receiveValue = fields.receiveTime === null ? undefined : fields.receiveTime(record);
+    if (receiveValue !== undefined && receiveValue !== null && receiveValue !== '') {
+      receiveTimeMs = eventTimeMsOf(receiveValue, this.receiveTimeFormat);
+      if (Number.isNaN(receiveTimeMs)) {
+        const detail = describeTimeProblem(receiveValue, this.receiveTimeFormat, 'receive time');
+        this.builder.reject(line, 'invalid_time', detail, raw);
+
+        return;
+      }
+    }
     const eventId = fields.eventId === null ? undefined : eventIdText(fields.eventId(record));
     this.builder.add(userId, eventTimeMs, receiveTimeMs, line, eventId);
   }

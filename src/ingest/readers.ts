@@ -46,10 +46,17 @@ export interface ReadOptions {
    */
   timeFormat?: TimeFormat;
   /**
-   * Where the receive time is, if anywhere. It is read like the event time;
-   * a missing or unreadable one leaves NaN and does not reject the event.
+   * Where the receive time is, if anywhere. A missing one (absent, null or
+   * empty) leaves NaN; one that is there but cannot be read in
+   * {@link receiveTimeFormat} rejects the record as `invalid_time`.
    */
   receiveTimeField?: string;
+  /**
+   * How receive times are written; collectors often stamp ISO text while
+   * devices send epoch numbers.
+   * @default 'auto'
+   */
+  receiveTimeFormat?: TimeFormat;
   /** Where the event id is, if anywhere. */
   eventIdField?: string;
   /**
@@ -141,6 +148,7 @@ interface ReadSettings {
   readonly timeField: string;
   readonly timeFormat: TimeFormat;
   readonly receiveTimeField: string | undefined;
+  readonly receiveTimeFormat: TimeFormat;
   readonly eventIdField: string | undefined;
   readonly batchSize: number;
   readonly fromLine: ReadonlyMap<string, number>;
@@ -205,6 +213,7 @@ function settingsOf(options: ReadOptions, formats: InputFormat[]): ReadSettings 
     timeField,
     timeFormat: options.timeFormat ?? 'auto',
     receiveTimeField: options.receiveTimeField,
+    receiveTimeFormat: options.receiveTimeFormat ?? 'auto',
     eventIdField: options.eventIdField,
     batchSize,
     fromLine: options.fromLine ?? new Map(),
@@ -297,14 +306,27 @@ function parserFor(
         eventId: settings.eventIdField,
       };
 
-      return new CsvParser(source, builder, skipThroughLine, columns, settings.timeFormat);
+      return new CsvParser(
+        source,
+        builder,
+        skipThroughLine,
+        columns,
+        settings.timeFormat,
+        settings.receiveTimeFormat,
+      );
     }
     case 'ndjson': {
       if (settings.ndjsonFields === null) {
         throw new Error('NDJSON field paths were not compiled');
       }
 
-      return new NdjsonParser(builder, skipThroughLine, settings.ndjsonFields, settings.timeFormat);
+      return new NdjsonParser(
+        builder,
+        skipThroughLine,
+        settings.ndjsonFields,
+        settings.timeFormat,
+        settings.receiveTimeFormat,
+      );
     }
   }
 }

@@ -328,4 +328,92 @@ describe('speedlayer replay and query', () => {
     const csv = await runCli(['query', '--period', 'day', '--format', 'csv', ...store]);
     expect(csv.stdout.split('\n')[1]).toMatch(/^day,2026-03-29T00:00:00Z,2,1,final$/);
   });
+
+  it('reads receive times in their own format, and rejects a record whose receive time is unreadable', async () => {
+    // Case BH-06 as it is written: epoch-ms event times (one in seconds, one in microseconds,
+    // one in nanoseconds), ISO receive times from the collector; then a receive time that
+    // no format reads.
+    const file = path.join(dir, 'epoch-units.ndjson');
+    const records = [
+      line({ user_id: 'u1', event_time: 1587556800000, receive_time: '2020-04-22T12:00:01Z' }),
+      line({ user_id: 'u2', event_time: 1587556800, receive_time: '2020-04-22T12:00:02Z' }),
+      line({ user_id: 'u3', event_time: 1587556800000000, receive_time: '2020-04-22T12:00:03Z' }),
+      `{"user_id":"u4","event_time":1587556800000000000,"receive_time":"2020-04-22T12:00:04Z"}`,
+      line({ user_id: 'u5', event_time: 1587556800000, receive_time: 'soon' }),
+    ];
+    await fs.writeFile(file, `${records.join('\n')}\n`);
+    const store = ['--data-dir', path.join(dir, 'epoch-units')];
+    const replay = await runCli([
+      'replay',
+      file,
+      '--user-field',
+      'user_id',
+      '--time-field',
+      'event_time',
+      '--time-format',
+      'epoch-ms',
+      '--receive-time-field',
+      'receive_time',
+      '--allowed-lateness',
+      '0s',
+      '--restatement-horizon',
+      '1d',
+      '--max-future-skew',
+      '5m',
+      ...store,
+      '--log-level',
+      'silent',
+    ]);
+    expect(replay.code, replay.stderr).toBe(0);
+    expect(replay.stdout).toContain('accepted:         1');
+
+    const csv = await runCli(['query', '--history', '--format', 'csv', ...store]);
+    const rows = csv.stdout
+      .trim()
+      .split('\n')
+      .slice(1)
+      .map((r) => r.split(',').slice(0, 5).join(','))
+      .sort();
+    expect(rows).toEqual([
+      'day,2020-04-22T00:00:00Z,1,1,final',
+      'hour,2020-04-22T12:00:00Z,1,1,final',
+      'week,2020-04-20T00:00:00Z,1,1,final',
+    ]);
+    const rejects = JSON.parse(
+      (await runCli(['rejects', '--format', 'json', ...store])).stdout,
+    ) as { counts: Record<string, number> };
+    expect(rejects.counts).toEqual({ future: 2, too_old: 1, invalid_time: 1 });
+
+    // The same receive times read as epoch milliseconds are unreadable: every record rejected.
+    const asMs = await runCli([
+      'replay',
+      file,
+      '--user-field',
+      'user_id',
+      '--time-field',
+      'event_time',
+      '--receive-time-field',
+      'receive_time',
+      '--receive-time-format',
+      'epoch-ms',
+      '--data-dir',
+      path.join(dir, 'epoch-units-ms'),
+      '--log-level',
+      'silent',
+    ]);
+    expect(asMs.code).toBe(2);
+    expect(asMs.stderr).toContain('every record was rejected (invalid_time)');
+    const kept = JSON.parse(
+      (
+        await runCli([
+          'rejects',
+          '--format',
+          'json',
+          '--data-dir',
+          path.join(dir, 'epoch-units-ms'),
+        ])
+      ).stdout,
+    ) as { counts: Record<string, number> };
+    expect(kept.counts).toEqual({ invalid_time: 5 });
+  });
 });

@@ -225,14 +225,20 @@ describe('readEvents on NDJSON', () => {
     });
 
     const jan1 = Date.UTC(2024, 0, 1);
-    expect(rejects).toEqual([]);
+    // A receive time that is there but unreadable rejects its record; a missing one does not.
+    expect(rejects.map((r) => [r.line, r.reason, r.detail])).toEqual([
+      [
+        6,
+        'invalid_time',
+        "receive time 'yesterday' is not ISO-8601 text with Z or a UTC offset, or an epoch number",
+      ],
+    ]);
     expect(
       events.map((e) => [e.userId, e.eventTimeMs, e.receiveTimeMs, e.line, e.eventId]),
     ).toEqual([
       ['alice', jan1, jan1 + 5000, 1, 'e1'],
       ['123', jan1, jan1 + 5000, 2, '7'],
       ['Alice', jan1, NaN, 3, undefined],
-      ['bob', jan1 + 123, NaN, 6, undefined],
     ]);
     expect(batches).toHaveLength(1);
     expect(batches[0]?.lastLine).toBe(6);
@@ -441,6 +447,43 @@ describe('readEvents on CSV', () => {
     ]);
     expect(rejects[0]?.raw).toBe('short,1704067200');
     expect(rejects[7]?.raw).toBe('"unclosed,1704067200,x');
+  });
+
+  it('reads receive times in their own format; an empty one is none, an unreadable one a reject', async () => {
+    const path = await file(
+      'received.csv',
+      [
+        'user,time,received',
+        'alice,1704067200000,2024-01-01T00:00:05Z',
+        'bob,1704067200000,',
+        'carol,1704067200000,1704067205',
+        'dave,1704067200000,2024-01-01T00:00:05',
+      ].join('\n'),
+    );
+    const read = { ...options, timeFormat: 'epoch-ms', receiveTimeField: 'received' } as const;
+
+    const auto = await readAll([path], read);
+    const jan1 = Date.UTC(2024, 0, 1);
+    expect(auto.events.map((e) => [e.userId, e.eventTimeMs, e.receiveTimeMs])).toEqual([
+      ['alice', jan1, jan1 + 5000],
+      ['bob', jan1, NaN],
+      ['carol', jan1, jan1 + 5000],
+    ]);
+    expect(auto.rejects.map((r) => [r.line, r.reason, r.detail, r.raw])).toEqual([
+      [
+        5,
+        'invalid_time',
+        "receive time '2024-01-01T00:00:05' is not ISO-8601 text with Z or a UTC offset, or an epoch number",
+        'dave,1704067200000,2024-01-01T00:00:05',
+      ],
+    ]);
+
+    const iso = await readAll([path], { ...read, receiveTimeFormat: 'iso' });
+    expect(iso.events.map((e) => e.userId)).toEqual(['alice', 'bob']);
+    expect(iso.rejects.map((r) => [r.line, r.detail])).toEqual([
+      [4, "receive time '1704067205' is not ISO-8601 text with Z or a UTC offset"],
+      [5, "receive time '2024-01-01T00:00:05' is not ISO-8601 text with Z or a UTC offset"],
+    ]);
   });
 
   it('fails before reading data when a configured column is not in the header', async () => {
