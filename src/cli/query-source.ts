@@ -35,7 +35,7 @@ export interface SourceFlags extends StoreFlags {
 export function withSourceFlags(command: Command): Command {
   command.option(
     '--target <host:port>',
-    'read through the Query gRPC service at this address (see serve-query) instead of opening the store',
+    'use the Query gRPC service at this address (serve-query, or a cluster node) instead of opening the store',
     targetFlag,
   );
 

@@ -108,7 +108,8 @@ Without a warehouse the shard serves the Shard service only.
 Metrics: with --metrics-port, Prometheus metrics at http://HOST:PORT/metrics, labelled
 role="shard" and shard_id: ingest batches by outcome, events accepted and rejected by
 reason, unreadable records, routed batches delivered, retried and queued by owner,
-partitions owned, ring epoch, known users, events applied here.`;
+partitions owned, ring epoch, known users, events applied here, and resent batches
+acknowledged again without applying.`;
 
 export function shardCommand(): Command {
   const command = new Command('shard')
@@ -122,7 +123,11 @@ export function shardCommand(): Command {
       'cluster name: the etcd keys live under /speedlayer/<name>/',
     )
     .requiredOption('--partitions <P>', 'partition count P of the cluster', partitionCountFlag)
-    .option('--data-dir <dir>', 'data directory of the partition state', defaultDataDir())
+    .option(
+      '--data-dir <dir>',
+      'data directory of the partition state; SPEEDLAYER_DATA_DIR sets the default',
+      defaultDataDir(),
+    )
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on; 0 picks a free one', portFlag, 0)
     .option(

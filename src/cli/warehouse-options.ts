@@ -15,10 +15,14 @@ export interface StoreFlags {
 /** Adds --data-dir and --postgres to a command. */
 export function withStoreFlags(command: Command): Command {
   return command
-    .option('--data-dir <dir>', 'data directory (state, and the embedded store)', defaultDataDir())
+    .option(
+      '--data-dir <dir>',
+      'data directory (state, and the embedded store); SPEEDLAYER_DATA_DIR sets the default',
+      defaultDataDir(),
+    )
     .option(
       '--postgres <url>',
-      'PostgreSQL server for the rows instead of the embedded store',
+      'PostgreSQL server for the rows instead of the embedded store; SPEEDLAYER_POSTGRES_URL sets the default',
       defaultPostgresUrl(),
     )
     .option(
