@@ -24,6 +24,10 @@ interface ClusterFlags {
   roundInterval: number;
   leaseTtl: number;
   logLevel: string;
+  allowedLateness?: string;
+  restatementHorizon?: string;
+  maxFutureSkew?: string;
+  maxOutOfOrderness?: string;
 }
 
 const d = LOCAL_CLUSTER_DEFAULTS;
@@ -86,7 +90,55 @@ function program(): Command {
       '--log-level <level>',
       "pino level of the processes' log files: info, debug or trace",
       d.logLevel,
+    )
+    .addOption(
+      new Option(
+        '--allowed-lateness <duration>',
+        'how long a period stays open after it ends, on shards and coordinators (default: theirs, 10m)',
+      ).argParser(durationText),
+    )
+    .addOption(
+      new Option(
+        '--restatement-horizon <duration>',
+        "shards reject events further behind the watermark as too_old (default: the shard's, 35d)",
+      ).argParser(durationText),
+    )
+    .addOption(
+      new Option(
+        '--max-future-skew <duration>',
+        "shards reject events later than their receive time plus this as future (default: the shard's, 5m)",
+      ).argParser(durationText),
+    )
+    .addOption(
+      new Option(
+        '--max-out-of-orderness <duration>',
+        "how far the shards' watermark trails the latest event time (default: the shard's, 0s)",
+      ).argParser(durationText),
     );
+}
+
+/** A duration flag checked here and passed on as written, to the roles that read it. */
+function durationText(value: string): string {
+  durationFlag(value);
+
+  return value;
+}
+
+/** The engine settings given to the launcher, as the shards' and coordinators' flags. */
+function settingArgs(flags: ClusterFlags): { shard: string[]; coordinator: string[] } {
+  const shard: string[] = [];
+  const coordinator: string[] = [];
+  if (flags.allowedLateness !== undefined) {
+    shard.push('--allowed-lateness', flags.allowedLateness);
+    coordinator.push('--allowed-lateness', flags.allowedLateness);
+  }
+  if (flags.restatementHorizon !== undefined)
+    shard.push('--restatement-horizon', flags.restatementHorizon);
+  if (flags.maxFutureSkew !== undefined) shard.push('--max-future-skew', flags.maxFutureSkew);
+  if (flags.maxOutOfOrderness !== undefined)
+    shard.push('--max-out-of-orderness', flags.maxOutOfOrderness);
+
+  return { shard, coordinator };
 }
 
 function positiveFlag(value: string): number {
@@ -150,6 +202,7 @@ async function run(flags: ClusterFlags): Promise<number> {
       leaseTtlMs: flags.leaseTtl,
       logLevel: flags.logLevel,
       logFiles: true,
+      extraArgs: settingArgs(flags),
     });
   } catch (err) {
     process.stderr.write(`cluster: ${err instanceof Error ? err.message : String(err)}\n`);
@@ -200,6 +253,8 @@ async function describe(cluster: LocalCluster, flags: ClusterFlags, elapsedMs: n
   out(`  postgres       ${redact(flags.postgres as string)} schema ${cluster.postgresSchema}`);
   out(`data: ${cluster.dataDir}${flags.dataDir === undefined ? ' (temporary)' : ''}`);
   out(`logs: ${logOf(cluster, '<name>')}`);
+  const given = settingArgs(flags).shard;
+  if (given.length > 0) out(`shards run with ${given.join(' ')}`);
   if (cluster.skippedFlags.length > 0) {
     out(`not passed, the roles do not have them yet: ${cluster.skippedFlags.join(', ')}`);
   }

@@ -266,7 +266,7 @@ export class CoordinatorService
     let backoffMs = this.initialBackoffMs;
 
     while (!this.closer.signal.aborted) {
-      this.logger.info('campaigning');
+      this.logger.info({ allowedLatenessMs: this.options.allowedLatenessMs }, 'campaigning');
       let leadership: Leadership;
       try {
         leadership = await store.campaign(this.options.candidateId, this.leaseTtlSeconds, {

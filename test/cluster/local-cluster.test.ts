@@ -15,11 +15,13 @@
  *   drops the schema and removes the temporary directory;
  * - over a kept data directory, a second launch resumes the same cluster (name, ring,
  *   schema) and a launch with another P is refused;
- * - `npm run cluster -- --shards 2` (on a free port) prints each part with its pid and a ready line, and
+ * - `npm run cluster -- --shards 2 --allowed-lateness 0s --restatement-horizon 400d` (on a free port)
+ *   prints each part with its pid and a ready line, hands the settings to every shard and
+ *   coordinator, and
  *   on SIGTERM stops them all and exits 0.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -236,6 +238,10 @@ describe.skipIf(postgresUrl === undefined)('npm run cluster', () => {
         String(P),
         '--port',
         '0',
+        '--allowed-lateness',
+        '0s',
+        '--restatement-horizon',
+        '400d',
       ],
       {
         cwd: ROOT,
@@ -277,6 +283,25 @@ describe.skipIf(postgresUrl === undefined)('npm run cluster', () => {
       for (const pid of parts.values()) expect(isAlive(pid)).toBe(true);
       const dataDir = /^data: (\S+)/.exec(lines.find((l) => l.startsWith('data: ')) ?? '')?.[1];
       expect(dataDir !== undefined && existsSync(dataDir)).toBe(true);
+
+      // The engine settings reach every shard's router and every coordinator.
+      expect(lines).toContain('shards run with --allowed-lateness 0s --restatement-horizon 400d');
+      const logLine = (name: string, msg: string): Record<string, unknown> | undefined =>
+        readFileSync(path.join(dataDir as string, 'logs', `${name}.log`), 'utf8')
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+          .find((l) => l.msg === msg);
+      for (const name of ['shard-1', 'shard-2']) {
+        expect(logLine(name, 'ingest router started'), name).toMatchObject({
+          allowedLatenessMs: 0,
+          restatementHorizonMs: 400 * 86_400_000,
+          maxFutureSkewMs: 5 * 60_000,
+        });
+      }
+      for (const name of ['coordinator-1', 'coordinator-2']) {
+        expect(logLine(name, 'campaigning'), name).toMatchObject({ allowedLatenessMs: 0 });
+      }
 
       npm.kill('SIGTERM');
       expect(await exited).toBe(0);
