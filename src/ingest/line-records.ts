@@ -115,11 +115,14 @@ export class NdjsonParser extends LineParser {
     // The user id is checked first: a record with neither a user id nor a time is invalid_user_id.
     const userValue = fields.userId(record);
     let userId: string;
-    if (
-      typeof userValue === 'string' &&
-      userValue.length > 0 &&
-      !isWhitespaceCode(userValue.charCodeAt(0))
-    ) {
+    if (typeof userValue === 'string') {
+      // The same checks as every other input, so that a file and the Ingest service agree.
+      const problem = userIdTextProblem(userValue, 0, userValue.length);
+      if (problem !== undefined) {
+        this.builder.reject(line, 'invalid_user_id', problem, raw);
+
+        return;
+      }
       userId = userValue;
     } else {
       const result = readUserId(userValue);

@@ -28,14 +28,33 @@ export function isWhitespaceCode(code: number): boolean {
 }
 
 /**
+ * The longest user id, in UTF-8 bytes. Real ids (UUIDs, hashes, e-mail
+ * addresses) are far shorter; every id a shard has seen stays in its
+ * dictionary, so without a bound a client could fill a shard's memory with a
+ * few thousand huge ids.
+ */
+export const MAX_USER_ID_BYTES = 1024;
+
+/**
  * Why `[start, end)` of `text` is not a usable user id, or undefined when it
- * is one. A user id is any non-empty text that is not only white space and
- * is well-formed Unicode: a lone surrogate, or U+FFFD (what invalid UTF-8 in
- * the input decodes to), would make different ids one user.
+ * is one. A user id is any non-empty text of at most {@link MAX_USER_ID_BYTES}
+ * UTF-8 bytes that is not only white space and is well-formed Unicode: a lone
+ * surrogate, or U+FFFD (what invalid UTF-8 in the input decodes to), would
+ * make different ids one user.
  */
 export function userIdTextProblem(text: string, start: number, end: number): string | undefined {
   if (start >= end) {
     return 'user id is empty';
+  }
+
+  // A UTF-16 code unit is 1 to 3 UTF-8 bytes: count bytes only where it can matter.
+  const units = end - start;
+  if (
+    units > MAX_USER_ID_BYTES ||
+    (units * 3 > MAX_USER_ID_BYTES &&
+      Buffer.byteLength(text.slice(start, end), 'utf8') > MAX_USER_ID_BYTES)
+  ) {
+    return `user id is longer than ${MAX_USER_ID_BYTES} bytes (UTF-8)`;
   }
 
   let blank = true;

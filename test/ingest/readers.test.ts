@@ -328,6 +328,31 @@ describe('readEvents on NDJSON', () => {
     expect(rejects.every((r) => r.source === path && !r.raw.endsWith('\r'))).toBe(true);
   });
 
+  it('checks string ids as every input does: well-formed Unicode, at most 1024 bytes', async () => {
+    const path = await file(
+      'ids.ndjson',
+      [
+        '{"user":"a\\ud800","ts":"2024-01-01T00:00:00Z"}',
+        '{"user":"b\\ufffd","ts":"2024-01-01T00:00:00Z"}',
+        `{"user":"${'x'.repeat(1025)}","ts":"2024-01-01T00:00:00Z"}`,
+        `{"user":"${'x'.repeat(1024)}","ts":"2024-01-01T00:00:00Z"}`,
+      ].join('\n'),
+    );
+
+    const { events, rejects } = await readAll([path], { userField: 'user', timeField: 'ts' });
+
+    expect(events.map((e) => e.userId.length)).toEqual([1024]);
+    expect(rejects.map((r) => [r.line, r.reason, r.detail])).toEqual([
+      [1, 'invalid_user_id', 'user id is not well-formed Unicode (a lone surrogate)'],
+      [
+        2,
+        'invalid_user_id',
+        'user id contains U+FFFD (invalid UTF-8 in the input, or a replacement character)',
+      ],
+      [3, 'invalid_user_id', 'user id is longer than 1024 bytes (UTF-8)'],
+    ]);
+  });
+
   it('cuts the raw text of a reject to 4096 characters', async () => {
     const long = `{"user":"${'x'.repeat(10_000)}"`;
     const path = await file('long.ndjson', `${long}\n`);

@@ -74,4 +74,17 @@ describe('readUserId', () => {
     // A well-formed pair (an emoji) is fine.
     expect(readUserId('\ud83d\ude00')).toEqual({ ok: true, userId: '😀' });
   });
+
+  it('takes ids up to 1024 UTF-8 bytes, and rejects longer ones', () => {
+    const tooLong = { ok: false, detail: 'user id is longer than 1024 bytes (UTF-8)' };
+    expect(readUserId('a'.repeat(1024))).toEqual({ ok: true, userId: 'a'.repeat(1024) });
+    expect(readUserId('a'.repeat(1025))).toEqual(tooLong);
+    expect(readUserId('a'.repeat(1_000_000))).toEqual(tooLong);
+    // Bytes, not characters: 341 three-byte characters fit, 342 do not; 256 emoji fit, 257 do not.
+    expect(readUserId('€'.repeat(341)).ok).toBe(true);
+    expect(readUserId(`${'€'.repeat(341)}a`).ok).toBe(true);
+    expect(readUserId(`${'€'.repeat(341)}ab`)).toEqual(tooLong);
+    expect(readUserId('😀'.repeat(256)).ok).toBe(true);
+    expect(readUserId('😀'.repeat(257))).toEqual(tooLong);
+  });
 });

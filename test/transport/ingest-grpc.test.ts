@@ -63,7 +63,7 @@ import { bruteForceCounts, diffCounts, rowsToCounts } from '../support/oracle.js
 /** Monday 2026-03-23. */
 const MONDAY = Date.UTC(2026, 2, 23);
 const SOURCE = 'ingest-test';
-const INVALID_IDS = ['', '   ', 'bad\uD800', 'x\uFFFDy'];
+const INVALID_IDS = ['', '   ', 'bad\uD800', 'x\uFFFDy', 'y'.repeat(1025)];
 const ROUND_EVERY = 3;
 
 afterEach(async () => {
