@@ -8,6 +8,7 @@ import { replayCommand } from './replay-command.js';
 import { serveQueryCommand } from './serve-query-command.js';
 import { shardCommand } from './shard-command.js';
 import { statusCommand } from './status-command.js';
+import { watchCommand } from './watch-command.js';
 
 /** Builds the `speedlayer` command line. */
 export function buildProgram(io: CliIo = processIo): Command {
@@ -25,6 +26,7 @@ export function buildProgram(io: CliIo = processIo): Command {
     fileCommand(io),
     filingsCommand(io),
     rejectsCommand(io),
+    watchCommand(io),
     demoCommand(io),
     serveQueryCommand(),
     shardCommand(),
