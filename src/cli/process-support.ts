@@ -1,5 +1,6 @@
 /** Pieces shared by the long-running commands: flags, listen addresses and stop signals. */
 import { integerFlag } from '../config/index.js';
+import { CommandExit } from './io.js';
 
 /** Signals that make a long-running command drain and exit; a second one ends the process at once. */
 export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
@@ -25,12 +26,17 @@ export function urlListFlag(value: string): string[] {
   return urls;
 }
 
-/** A gRPC address `host:port` (an IPv6 host in brackets), with a port a server can have. */
+/**
+ * The `--target` of a command: a gRPC address `host:port` (an IPv6 host in brackets), with
+ * a port a server can have. Anything else is a usage error, exit code 2, as every command
+ * that takes --target gives it; a target that is well formed but cannot be reached is
+ * the command's own failure, exit code 1.
+ */
 export function targetFlag(value: string): string {
   const shaped = /^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(value);
   const port = Number(value.slice(value.lastIndexOf(':') + 1));
   if (!shaped || port < 1 || port > 65_535) {
-    throw new Error(`not host:port: '${value}' (e.g. 127.0.0.1:7400)`);
+    throw new CommandExit(2, `--target must be host:port, got '${value}' (e.g. 127.0.0.1:7400)`);
   }
 
   return value;

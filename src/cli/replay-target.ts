@@ -55,6 +55,7 @@ export function withTargetFlags(command: Command): Command {
     .option(
       '--target <host:port>',
       "send the events to a cluster node's Ingest service (speedlayer shard) instead of the embedded store; the node's settings apply",
+      targetFlag,
     )
     .option(
       '--deadline <duration>',
@@ -70,8 +71,8 @@ export function withTargetFlags(command: Command): Command {
 
 /**
  * Refuses, with exit code 2, a flag typed for the other kind of replay: a store or engine
- * flag beside --target (the node's own settings apply), a --target flag without it, or a
- * target that is not `host:port`.
+ * flag beside --target (the node's own settings apply), or a --target flag without it. A
+ * target that is not `host:port` is refused as it is parsed, by {@link targetFlag}.
  */
 export function checkTargetFlags(command: Command, flags: TargetFlags): void {
   const typed = (names: Readonly<Record<string, string>>): string[] =>
@@ -96,12 +97,6 @@ export function checkTargetFlags(command: Command, flags: TargetFlags): void {
       2,
       `${embedded.join(', ')} ${verb} for the embedded store; with --target the node's own settings apply (set them on speedlayer shard)`,
     );
-  }
-
-  try {
-    targetFlag(flags.target);
-  } catch {
-    throw new CommandExit(2, `--target must be host:port, got '${flags.target}'`);
   }
 }
 

@@ -4,7 +4,8 @@
  *
  * Exit codes: 0 when the status was read, whatever it says; with `--check`, 3 when
  * numbers are held back (no leader elected, no round run yet, or partitions missing), so
- * that scripts and probes can act on it; 1 when the coordinator cannot be asked.
+ * that scripts and probes can act on it; 1 when the coordinator cannot be asked; 2 when
+ * --target is not host:port.
  */
 import { Command, Option } from 'commander';
 
