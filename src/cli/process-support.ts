@@ -1,4 +1,4 @@
-/** Pieces shared by the long-running commands: flags, listen addresses and stop signals. */
+/** Pieces shared by the commands: flags, listen addresses, stop signals and counted nouns. */
 import { integerFlag } from '../config/index.js';
 import { CommandExit } from './io.js';
 
@@ -56,6 +56,11 @@ export function positiveIntegerFlag(value: string): number {
   if (n < 1) throw new Error(`not a positive integer: '${value}'`);
 
   return n;
+}
+
+/** `n` and the noun, in the plural unless n is 1: "1 batch", "2 batches". */
+export function plural(n: number, noun: string, nouns = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : nouns}`;
 }
 
 /** An IPv6 host goes in brackets before `:port`. */

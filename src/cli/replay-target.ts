@@ -21,7 +21,7 @@ import { IngestClient, type IngestClientOptions } from '../transport/ingest-clie
 import { rejectReasonFromWire } from '../transport/proto.js';
 import { CommandExit } from './io.js';
 import { replayRequests } from './replay-requests.js';
-import { targetFlag } from './process-support.js';
+import { plural, targetFlag } from './process-support.js';
 
 /** Flags (by commander's key) that set up the embedded store or engine; a node has its own. */
 const EMBEDDED_ONLY_FLAGS: Readonly<Record<string, string>> = {
@@ -180,7 +180,9 @@ export async function runTargetReplay(options: TargetReplayOptions): Promise<Tar
       eventsPerSecond: records / seconds,
       interrupted: totals.interrupted,
     };
-    logger.info({ ...summary }, totals.interrupted ? 'replay interrupted' : 'replay finished');
+    // The child logger carries the target already; a second `target` key would be ambiguous.
+    const { target: _bound, ...logged } = summary;
+    logger.info(logged, totals.interrupted ? 'replay interrupted' : 'replay finished');
 
     return summary;
   } finally {
@@ -205,7 +207,7 @@ export function formatTargetSummary(s: TargetReplaySummary): string {
     `accepted:         ${s.accepted}`,
     `rejected:         ${total}${reasons === '' ? '' : `\n${reasons}`}`,
     `watermark:        ${watermark}`,
-    `target:           ${s.target} (${s.batches} batches, ${s.reconnects} reconnects)`,
+    `target:           ${s.target} (${plural(s.batches, 'batch', 'batches')}, ${plural(s.reconnects, 'reconnect')})`,
     `time:             ${s.seconds.toFixed(2)} s`,
     `events/second:    ${Math.round(s.eventsPerSecond)}`,
     '',

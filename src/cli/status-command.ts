@@ -14,7 +14,7 @@ import { isoSeconds } from '../periods/index.js';
 import { fetchStatus } from '../transport/status-client.js';
 import type { StatusView } from '../transport/status-service.js';
 import { CommandExit, type CliIo } from './io.js';
-import { targetFlag } from './process-support.js';
+import { plural, targetFlag } from './process-support.js';
 
 type StatusFormat = 'table' | 'json';
 
@@ -154,8 +154,4 @@ function ago(ms: number): string {
   if (ms < 120_000) return `${Math.round(ms / 1000)}s ago`;
 
   return `${Math.round(ms / 60_000)}m ago`;
-}
-
-function plural(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }

@@ -11,6 +11,8 @@
  * - flags of the embedded store are refused beside --target (exit 2), as are --target
  *   flags without it; a node that stays down fails at --deadline (exit 1); a replay whose
  *   every record is rejected exits 2;
+ * - the end-of-replay log line names each key once, the target included; the summary
+ *   says "1 batch" and "1 reconnect";
  * - Ctrl-C in a real process stops after the batches in flight, calls no Finish, and
  *   exits 130.
  */
@@ -21,8 +23,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 
+import { runTargetReplay } from '../../src/cli/replay-target.js';
 import { readEvents, type ReadOptions } from '../../src/ingest/index.js';
 import type { EventBatchRequestWire, EventWire } from '../../src/transport/proto.js';
 import { runCli } from '../support/cli.js';
@@ -223,6 +227,9 @@ describe('speedlayer replay --target', () => {
       expect(first.stdout).toContain(`accepted:         ${reader.events.size}\n`);
       expect(first.stdout).toMatch(/rejected: +0\n/);
       expect(first.stdout).toContain(
+        `target:           ${node.address} (${node.stored.size} batches, 0 reconnects)\n`,
+      );
+      expect(first.stdout).toContain(
         `watermark:        ${new Date(weekEndAfter(latest) + 600_000).toISOString()}`,
       );
 
@@ -397,6 +404,46 @@ describe('speedlayer replay --target', () => {
     expect(rejected.stderr).toContain('every record was rejected');
   });
 
+  it('names each key of its end-of-replay log line once, the target included', async () => {
+    const node = await startNode();
+    const file = await oneEventFile();
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+
+    await runTargetReplay({ paths: [file], read: ONE_EVENT_READ, target: node.address, logger });
+
+    const finished = lines.filter((l) => l.includes('"msg":"replay finished"'));
+    expect(finished).toHaveLength(1);
+    // JSON.parse keeps the last of two equal keys, so they are counted in the text.
+    const keys = [...(finished[0] as string).matchAll(/"([^"]+)":/g)].map((m) => m[1]);
+    expect(keys.filter((k) => k === 'target')).toEqual(['target']);
+    expect(keys).toEqual([...new Set(keys)]);
+    expect(JSON.parse(finished[0] as string)).toMatchObject({
+      component: 'replay',
+      target: node.address,
+      records: 1,
+      accepted: 1,
+      batches: 1,
+      interrupted: false,
+    });
+  });
+
+  it('counts one batch and one reconnect in the singular', async () => {
+    const node = await startNode();
+    // The first stream breaks on its first batch: the batch is sent again on a second one.
+    node.dropStreamsAt.push(1);
+    const file = await oneEventFile();
+
+    const run = await runCli([
+      ...['replay', file, '--user-field', 'user', '--time-field', 'ts'],
+      ...['--target', node.address, ...QUIET],
+    ]);
+
+    expect(run.code).toBe(0);
+    expect(node.streamsOpened).toBe(2);
+    expect(run.stdout).toContain(`target:           ${node.address} (1 batch, 1 reconnect)\n`);
+  });
+
   it('stops on Ctrl-C after the batches in flight, without Finish, with exit code 130', async () => {
     const dir = await tempDir();
     const file = path.join(dir, 'big.ndjson');
@@ -446,6 +493,17 @@ describe('speedlayer replay --target', () => {
     expect(stderr).toContain('replay interrupted; run the same command again');
   });
 });
+
+const ONE_EVENT_MS = Date.UTC(2026, 2, 24, 12);
+const ONE_EVENT_READ = { userField: 'user', timeField: 'ts' };
+
+/** A file of one event, `alice` at {@link ONE_EVENT_MS}: one batch. */
+async function oneEventFile(): Promise<string> {
+  const file = path.join(await tempDir(), 'one.ndjson');
+  await fsp.writeFile(file, `{"user":"alice","ts":"${new Date(ONE_EVENT_MS).toISOString()}"}\n`);
+
+  return file;
+}
 
 function position(request: EventBatchRequestWire): number {
   return Number(/:R(\d+)-\d+$/.exec(request.batch_id)?.[1]);
