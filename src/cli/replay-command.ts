@@ -14,6 +14,7 @@ import { CommandExit, type CliIo } from './io.js';
 import { progressBar, withStopSignal } from './replay-progress.js';
 import {
   checkTargetFlags,
+  formatStopping,
   formatTargetSummary,
   runTargetReplay,
   withTargetFlags,
@@ -117,7 +118,7 @@ export function replayCommand(io: CliIo): Command {
 
   return command.action(async (paths: string[], flags: ReplayFlags) => {
     checkTargetFlags(command, flags);
-    // Ctrl-C or SIGTERM: finish the batches in flight, and stop; a second one kills.
+    // Ctrl-C or SIGTERM: finish the batches in flight, and stop; a second one exits at once.
     if (flags.target !== undefined) {
       const target = flags.target;
       await withStopSignal((signal) => replayToTarget(paths, target, flags, io, signal));
@@ -156,6 +157,11 @@ async function replayToTarget(
         bar === null
           ? undefined
           : (p) => bar.update(p.records, { accepted: p.accepted, rejected: p.rejected }),
+      // The wait for a node that is down can last up to the stall timeout: say what it is.
+      onStop: (stop) => {
+        bar?.stop();
+        io.stderr.write(`${formatStopping(stop)}\n`);
+      },
     });
   } finally {
     bar?.stop();

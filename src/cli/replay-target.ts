@@ -108,11 +108,25 @@ export interface TargetReplayOptions {
   readonly target: string;
   readonly logger: Logger;
   readonly client?: Omit<IngestClientOptions, 'credentials'>;
-  /** Stops taking batches; those in flight are still acknowledged, and Finish is not called. */
+  /**
+   * Stops taking batches; those in flight are still acknowledged, and Finish is not called
+   * unless it had begun.
+   */
   readonly signal?: AbortSignal;
   /** Called after every acknowledged batch. */
   readonly onProgress?: (progress: { records: number; accepted: number; rejected: number }) => void;
+  /** Called once, as `signal` aborts, with what the replay still waits for before it ends. */
+  readonly onStop?: (stop: TargetReplayStop) => void;
 }
+
+/**
+ * What a stopped replay waits for: the batches it has sent and the node has not yet
+ * acknowledged, or, once every batch is acknowledged, the Finish under way (which a stop
+ * does not cancel, since the node may already be closing the periods).
+ */
+export type TargetReplayStop =
+  | { readonly waitingFor: 'batches'; readonly inFlight: number }
+  | { readonly waitingFor: 'finish' };
 
 /** The outcome of a replay into a cluster. */
 export interface TargetReplaySummary {
@@ -150,14 +164,28 @@ export async function runTargetReplay(options: TargetReplayOptions): Promise<Tar
   const rejected: Partial<Record<RejectReason, number>> = {};
   let records = 0;
   let accepted = 0;
+  let taken = 0;
+  let acknowledged = 0;
+  let finishing = false;
   const count = (reason: RejectReason): void => {
     rejected[reason] = (rejected[reason] ?? 0) + 1;
   };
+  const onAbort = (): void => {
+    const stop: TargetReplayStop = finishing
+      ? { waitingFor: 'finish' }
+      : { waitingFor: 'batches', inFlight: taken - acknowledged };
+    logger.info(stop, 'replay stopping');
+    options.onStop?.(stop);
+  };
+  options.signal?.addEventListener('abort', onAbort, { once: true });
 
   try {
-    const totals = await client.send(replayRequests(sources, options.read), {
+    const read = replayRequests(sources, options.read);
+    const requests = takeUntilStopped(read, options.signal, () => taken++);
+    const totals = await client.send(requests, {
       signal: options.signal,
       onAck: (outcome, request) => {
+        acknowledged++;
         records += request.events.length + request.unreadable.length;
         accepted += outcome.accepted;
         for (const r of outcome.rejected) count(r.reason);
@@ -165,7 +193,10 @@ export async function runTargetReplay(options: TargetReplayOptions): Promise<Tar
         options.onProgress?.({ records, accepted, rejected: records - accepted });
       },
     });
-    const watermarkMs = totals.interrupted ? null : await client.finish();
+    // A stop that came after the last batch was taken still means: leave the periods open.
+    const interrupted = totals.interrupted || options.signal?.aborted === true;
+    finishing = !interrupted;
+    const watermarkMs = interrupted ? null : await client.finish();
 
     const seconds = (performance.now() - started) / 1000;
     const summary: TargetReplaySummary = {
@@ -178,16 +209,47 @@ export async function runTargetReplay(options: TargetReplayOptions): Promise<Tar
       reconnects: totals.reconnects,
       seconds,
       eventsPerSecond: records / seconds,
-      interrupted: totals.interrupted,
+      interrupted,
     };
     // The child logger carries the target already; a second `target` key would be ambiguous.
     const { target: _bound, ...logged } = summary;
-    logger.info(logged, totals.interrupted ? 'replay interrupted' : 'replay finished');
+    logger.info(logged, interrupted ? 'replay interrupted' : 'replay finished');
 
     return summary;
   } finally {
+    options.signal?.removeEventListener('abort', onAbort);
     client.close();
   }
+}
+
+/**
+ * The requests until `signal` aborts, each counted as it is taken. A request read after
+ * the stop is not sent, so the batches in flight at the stop are all it waits for.
+ */
+async function* takeUntilStopped<T>(
+  requests: AsyncIterable<T>,
+  signal: AbortSignal | undefined,
+  onTake: () => void,
+): AsyncGenerator<T> {
+  for await (const request of requests) {
+    if (signal?.aborted === true) return;
+
+    onTake();
+    yield request;
+  }
+}
+
+/** The line that tells a person, at a stop, what the replay still waits for. */
+export function formatStopping(stop: TargetReplayStop): string {
+  const again = '(Ctrl-C again to quit at once)';
+  if (stop.waitingFor === 'finish') {
+    return `finishing: every batch is acknowledged; waiting for the node to close its periods ${again}`;
+  }
+  if (stop.inFlight === 0) return 'stopping: no batch in flight';
+
+  const batches = plural(stop.inFlight, 'batch', 'batches');
+
+  return `stopping: waiting for ${batches} in flight to be acknowledged ${again}`;
 }
 
 /** The end-of-replay summary for people, in the embedded replay's layout. */

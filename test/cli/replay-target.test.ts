@@ -13,10 +13,12 @@
  *   every record is rejected exits 2;
  * - the end-of-replay log line names each key once, the target included; the summary
  *   says "1 batch" and "1 reconnect";
- * - Ctrl-C in a real process stops after the batches in flight, calls no Finish, and
- *   exits 130.
+ * - Ctrl-C in a real process says how many batches in flight it waits for, stops after
+ *   them, calls no Finish, and exits 130; a second Ctrl-C quits at once with 130;
+ * - a stop after the input is all taken still skips Finish; a stop during Finish says it
+ *   waits for the node to close its periods, and the replay ends with them closed.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -26,7 +28,11 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 
-import { runTargetReplay } from '../../src/cli/replay-target.js';
+import {
+  formatStopping,
+  runTargetReplay,
+  type TargetReplayStop,
+} from '../../src/cli/replay-target.js';
 import { readEvents, type ReadOptions } from '../../src/ingest/index.js';
 import type { EventBatchRequestWire, EventWire } from '../../src/transport/proto.js';
 import { runCli } from '../support/cli.js';
@@ -51,8 +57,12 @@ const QUIET = ['--no-progress', '--log-level', 'silent'];
 
 const nodes: TestIngestNode[] = [];
 const dirs: string[] = [];
+const children: ChildProcess[] = [];
 
 afterEach(() => {
+  for (const child of children.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
   for (const node of nodes.splice(0)) node.stop();
 });
 
@@ -444,53 +454,105 @@ describe('speedlayer replay --target', () => {
     expect(run.stdout).toContain(`target:           ${node.address} (1 batch, 1 reconnect)\n`);
   });
 
-  it('stops on Ctrl-C after the batches in flight, without Finish, with exit code 130', async () => {
-    const dir = await tempDir();
-    const file = path.join(dir, 'big.ndjson');
-    const start = Date.UTC(2026, 2, 23);
-    const text = Array.from(
-      { length: 100_000 },
-      (_, i) => `{"u":"u${i % 997}","t":${start + i * 1000}}`,
-    ).join('\n');
-    await fsp.writeFile(file, text + '\n');
-    const node = await startNode();
-    node.holdAcks = true;
+  it('says on Ctrl-C how many batches in flight it waits for, then stops without Finish, with exit code 130', async () => {
+    const { node, child, output, exited } = await heldReplay();
 
-    const child = spawn(
-      process.execPath,
-      [
-        BIN,
-        'replay',
-        file,
-        '--user-field',
-        'u',
-        '--time-field',
-        't',
-        '--target',
-        node.address,
-        '--log-level',
-        'warn',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-
-    // The window (8 batches of 8192 events) is full and waits for acknowledgements.
-    await until(() => node.arrivals.length === 8);
     child.kill('SIGINT');
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await until(() => output.stderr.includes('stopping'));
+    expect(output.stderr).toContain(
+      'stopping: waiting for 8 batches in flight to be acknowledged (Ctrl-C again to quit at once)\n',
+    );
     node.release();
 
     expect(await exited).toBe(130);
     expect(node.arrivals.length).toBe(8);
     expect(node.finishCalls).toBe(0);
-    expect(stdout).toContain(`records read:     ${8 * 8192}\n`);
-    expect(stdout).toContain('watermark:        not moved (interrupted: periods stay open)');
-    expect(stderr).toContain('replay interrupted; run the same command again');
+    expect(output.stdout).toContain(`records read:     ${8 * 8192}\n`);
+    expect(output.stdout).toContain('(8 batches, 0 reconnects)');
+    expect(output.stdout).toContain('watermark:        not moved (interrupted: periods stay open)');
+    expect(output.stderr).toContain('replay interrupted; run the same command again');
+  });
+
+  it('quits at once with exit code 130 on a second Ctrl-C while it waits for the batches in flight', async () => {
+    const { node, child, output, exited } = await heldReplay();
+
+    child.kill('SIGINT');
+    await until(() => output.stderr.includes('Ctrl-C again to quit at once'));
+    child.kill('SIGINT');
+
+    // The node still holds every acknowledgement: nothing but the second signal ends it.
+    expect(await exited).toBe(130);
+    expect(node.arrivals.length).toBe(8);
+    expect(node.finishCalls).toBe(0);
+    expect(output.stdout).toBe('');
+  });
+
+  it('skips Finish on a stop once the input is all taken, after its batch in flight', async () => {
+    const node = await startNode();
+    node.holdAcks = true;
+    const file = await oneEventFile();
+    const stop = new AbortController();
+    const stops: TargetReplayStop[] = [];
+
+    const replay = runTargetReplay({
+      paths: [file],
+      read: ONE_EVENT_READ,
+      target: node.address,
+      logger: pino({ level: 'silent' }),
+      signal: stop.signal,
+      onStop: (s) => stops.push(s),
+    });
+    await until(() => node.arrivals.length === 1);
+    stop.abort();
+    node.release();
+    const summary = await replay;
+
+    expect(stops).toEqual([{ waitingFor: 'batches', inFlight: 1 }]);
+    expect(formatStopping(stops[0] as TargetReplayStop)).toBe(
+      'stopping: waiting for 1 batch in flight to be acknowledged (Ctrl-C again to quit at once)',
+    );
+    expect(summary).toMatchObject({ records: 1, accepted: 1, batches: 1, interrupted: true });
+    expect(summary.watermarkMs).toBeNull();
+    expect(node.finishCalls).toBe(0);
+  });
+
+  it('lets a Finish under way at a stop end, and says it waits for the node to close its periods', async () => {
+    const node = await startNode();
+    const file = await oneEventFile();
+    const stop = new AbortController();
+    const stops: TargetReplayStop[] = [];
+    // The node goes down as it acknowledges the batch; Finish fails until it is back.
+    const logger = pino(
+      { level: 'warn' },
+      {
+        write: (line: string) => {
+          if (line.includes('ingest finish failed; retrying') && !stop.signal.aborted) {
+            stop.abort();
+          }
+        },
+      },
+    );
+
+    const summary = await runTargetReplay({
+      paths: [file],
+      read: ONE_EVENT_READ,
+      target: node.address,
+      logger,
+      signal: stop.signal,
+      onProgress: () => node.stop(),
+      onStop: (s) => {
+        stops.push(s);
+        void node.restart();
+      },
+    });
+
+    expect(stops).toEqual([{ waitingFor: 'finish' }]);
+    expect(formatStopping(stops[0] as TargetReplayStop)).toBe(
+      'finishing: every batch is acknowledged; waiting for the node to close its periods (Ctrl-C again to quit at once)',
+    );
+    expect(node.finishCalls).toBe(1);
+    expect(summary).toMatchObject({ records: 1, accepted: 1, interrupted: false });
+    expect(summary.watermarkMs).toBe(weekEndAfter(ONE_EVENT_MS) + 600_000);
   });
 });
 
@@ -503,6 +565,41 @@ async function oneEventFile(): Promise<string> {
   await fsp.writeFile(file, `{"user":"alice","ts":"${new Date(ONE_EVENT_MS).toISOString()}"}\n`);
 
   return file;
+}
+
+/**
+ * A replay in a real process into a node that holds its acknowledgements; resolves once
+ * the window (8 batches of 8192 events) is full and waits for them.
+ */
+async function heldReplay() {
+  const dir = await tempDir();
+  const file = path.join(dir, 'big.ndjson');
+  const start = Date.UTC(2026, 2, 23);
+  const text = Array.from(
+    { length: 100_000 },
+    (_, i) => `{"u":"u${i % 997}","t":${start + i * 1000}}`,
+  ).join('\n');
+  await fsp.writeFile(file, text + '\n');
+  const node = await startNode();
+  node.holdAcks = true;
+
+  const child = spawn(
+    process.execPath,
+    [
+      ...[BIN, 'replay', file, '--user-field', 'u', '--time-field', 't'],
+      ...['--target', node.address, '--log-level', 'warn'],
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  children.push(child);
+  const output = { stdout: '', stderr: '' };
+  child.stdout.on('data', (d: Buffer) => (output.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output.stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+
+  await until(() => node.arrivals.length === 8);
+
+  return { node, child, output, exited };
 }
 
 function position(request: EventBatchRequestWire): number {
