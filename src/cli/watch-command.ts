@@ -22,6 +22,7 @@ import { Command, Option } from 'commander';
 import { choiceFlag, durationFlag, instantFlag, periodTypeFlag } from '../config/index.js';
 import { createLogger, type Logger } from '../observability/index.js';
 import { isoSeconds, periodKey, type PeriodType } from '../periods/index.js';
+import { HISTORY_COLUMNS } from '../query/row-format.js';
 import type { PeriodRange, VersionRow } from '../sink/index.js';
 import { QueryClient } from '../transport/query-client.js';
 import { QueryError } from '../transport/query-errors.js';
@@ -76,16 +77,7 @@ const FIRST_RETRY_MS = 200;
 const MAX_RETRY_MS = 5_000;
 
 /** Columns of csv and the keys of json, those of `query --history` and then `change`. */
-const COLUMNS = [
-  'period_type',
-  'period_start',
-  'version',
-  'distinct_users',
-  'status',
-  'reason',
-  'written_at',
-  'change',
-] as const;
+const COLUMNS = [...HISTORY_COLUMNS, 'change'] as const;
 
 type Column = (typeof COLUMNS)[number];
 
