@@ -44,16 +44,40 @@ export function buildProgram(io: CliIo = processIo): Command {
   return program;
 }
 
+/**
+ * Makes a flag value that its reader refuses a usage error (exit code 2) naming the flag,
+ * as commander's own errors (unknown option, missing value) are.
+ */
+function flagErrorsAreUsageErrors(command: Command): void {
+  for (const option of command.options) {
+    const parse = option.parseArg;
+    if (parse === undefined) continue;
+    option.parseArg = <T>(value: string, previous: T): T => {
+      try {
+        return parse(value, previous);
+      } catch (err) {
+        if (err instanceof CommandExit) throw err;
+        const why = err instanceof Error ? err.message : String(err);
+        throw new CommandExit(2, `${option.long ?? option.flags}: ${why}`);
+      }
+    };
+  }
+}
+
 /** Runs the command line; returns the exit code. */
 export async function main(argv: readonly string[], io: CliIo = processIo): Promise<number> {
   const program = buildProgram(io).exitOverride();
-  for (const command of program.commands) command.exitOverride();
+  for (const command of program.commands) {
+    command.exitOverride();
+    flagErrorsAreUsageErrors(command);
+  }
 
   try {
     await program.parseAsync([...argv]);
     return 0;
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode;
+    // Commander has already said what is wrong; a non-zero exit from it is a usage error.
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     if (err instanceof CommandExit) {
       io.stderr.write(`speedlayer: ${err.message}\n`);
       return err.exitCode;

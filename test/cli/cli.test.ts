@@ -203,9 +203,17 @@ describe('speedlayer replay and query', () => {
   });
 
   it('explains bad flags and missing options', async () => {
+    // Usage errors exit 2; failures of a well-formed command exit 1.
     const bad = await runCli(['replay', 'x.csv', '--allowed-lateness', 'ten minutes']);
-    expect(bad.code).not.toBe(0);
+    expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("not a duration: 'ten minutes'");
+    const unknown = await runCli(['query', '--perod', 'day']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown option '--perod'");
+    const missing = await runCli(['file', '--period', 'day']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("required option '--start <instant>' not specified");
+    expect((await runCli(['--help'])).code).toBe(0);
 
     const noField = await runCli([
       'replay',
