@@ -9,7 +9,7 @@ import {
   formatRejects,
   type OutputFormat,
 } from '../query/index.js';
-import type { CliIo } from './io.js';
+import { CommandExit, type CliIo } from './io.js';
 import { withQuerySource, withSourceFlags, type SourceFlags } from './query-source.js';
 
 const formatFlag = choiceFlag(['table', 'csv', 'json'] as const);
@@ -36,7 +36,7 @@ export function queryCommand(io: CliIo): Command {
 
   return command.action(async (flags: QueryFlags, self: Command) => {
     if (flags.from !== undefined && flags.to !== undefined && flags.from >= flags.to) {
-      throw new Error('[SL-CLI-002] --from must be before --to');
+      throw new CommandExit(2, '[SL-CLI-002] --from must be before --to');
     }
     const range = { periodType: flags.period, fromMs: flags.from, toMs: flags.to };
     const text = await withQuerySource(flags, self, async (source) =>

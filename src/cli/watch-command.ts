@@ -134,7 +134,7 @@ export function watchCommand(io: CliIo): Command {
     .option('--log-level <level>', 'pino log level on stderr (reconnects are info)', 'info')
     .action(async (flags: WatchFlags) => {
       if (flags.from !== undefined && flags.to !== undefined && flags.from >= flags.to) {
-        throw new Error('[SL-CLI-002] --from must be before --to');
+        throw new CommandExit(2, '[SL-CLI-002] --from must be before --to');
       }
 
       const logger = createLogger({ level: flags.logLevel, component: 'watch' });

@@ -240,6 +240,7 @@ describe('speedlayer replay and query', () => {
       '--data-dir',
       twice,
     ]);
+    expect(range.code).toBe(2);
     expect(range.stderr).toContain('[SL-CLI-002] --from must be before --to');
 
     const unaligned = await runCli([

@@ -355,7 +355,7 @@ describe('speedlayer watch', () => {
     ]);
 
     expect(run).toEqual({
-      code: 1,
+      code: 2,
       stdout: '',
       stderr: 'speedlayer: [SL-CLI-002] --from must be before --to\n',
     });
