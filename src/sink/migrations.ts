@@ -208,6 +208,11 @@ CREATE TRIGGER period_current_fenced_update
   FOR EACH STATEMENT EXECUTE FUNCTION check_written_fence();
 `;
 
+// WatchVersions streams poll for the versions written since an instant.
+const VERSIONS_BY_WRITTEN_AT = `
+CREATE INDEX period_version_written_at ON period_version (written_at);
+`;
+
 /** Every migration, in the order it runs. Append only; never edit one that has shipped. */
 // Trigger functions resolve table names through search_path. Pin each to the
 // schema it was created in, so that a session with another search_path can
@@ -227,6 +232,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { id: '0003_dead_letters', sql: DEAD_LETTERS },
   { id: '0004_writer_fence', sql: WRITER_FENCE },
   { id: '0005_pin_function_schema', sql: PIN_FUNCTION_SCHEMA },
+  { id: '0006_versions_by_written_at', sql: VERSIONS_BY_WRITTEN_AT },
 ];
 
 /**

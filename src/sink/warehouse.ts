@@ -237,16 +237,29 @@ export class Warehouse {
     }));
   }
 
-  /** Every published version in `range`, by type, start and version. */
-  async queryHistory(range: PeriodRange = {}): Promise<VersionRow[]> {
+  /**
+   * Every published version in `range`, by type, start and version; with
+   * `writtenSinceMs`, those written at or after that instant (and a few written up to a
+   * millisecond before it: the instant travels as a float, so callers that need the
+   * exact boundary filter the rows again).
+   */
+  async queryHistory(
+    range: PeriodRange = {},
+    options: { readonly writtenSinceMs?: number } = {},
+  ): Promise<VersionRow[]> {
+    const since = options.writtenSinceMs;
     const rows = await this.client.query<VersionRecord>(
       `SELECT period_type, ${msOf('period_start')} AS start_ms, version, distinct_users, status,
          reason, ${msOf('written_at')} AS written_at_ms, ${msOf('watermark')} AS watermark_ms,
          ring_epoch, fencing_token
        FROM period_version
        WHERE ${RANGE_FILTER}
+         AND ($4::float8 IS NULL OR written_at >= ${tsOf('$4::float8')})
        ORDER BY ${TYPE_ORDER}, period_start, version`,
-      rangeParams(range),
+      [
+        ...rangeParams(range),
+        since === undefined || !Number.isFinite(since) ? null : Math.max(since - 1, 0),
+      ],
     );
 
     return rows.map((row) => ({

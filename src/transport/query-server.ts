@@ -355,17 +355,18 @@ async function pollVersions(
     reorderWindowMs: options.reorderWindowMs,
   });
 
-  // Known shortcoming (open work, no issue yet): each poll reads the whole history in the
-  // range. A Warehouse query for the versions written since an instant, over an index on
-  // written_at, would make a poll cost what is new rather than what exists.
-  const first = cursor.advance(await options.warehouse.queryHistory(range));
+  // Each poll reads only what was written from the cursor's horizon on (an index on
+  // written_at); the first one, with no `since`, reads the range to find the newest.
+  const poll = (): Promise<VersionRow[]> =>
+    options.warehouse.queryHistory(range, { writtenSinceMs: cursor.horizonMs });
+  const first = cursor.advance(await poll());
   signal.throwIfAborted();
   call.sendMetadata(new grpc.Metadata());
   await writeAll(call, first, signal);
 
   for (;;) {
     await sleep(options.pollIntervalMs, undefined, { signal });
-    const fresh = cursor.advance(await options.warehouse.queryHistory(range));
+    const fresh = cursor.advance(await poll());
     signal.throwIfAborted();
     await writeAll(call, fresh, signal);
   }

@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,6 +30,7 @@ import {
   type DeadLetterWrite,
   type SqlClient,
   type SqlClientKind,
+  type VersionRow,
   type VersionWrite,
   type WarehouseOptions,
   type WriterFence,
@@ -176,6 +178,7 @@ describe.each(backends)('Warehouse on $kind', (backend) => {
         '0003_dead_letters',
         '0004_writer_fence',
         '0005_pin_function_schema',
+        '0006_versions_by_written_at',
       ]);
       expect(await client.query('SHOW TimeZone')).toEqual([{ TimeZone: 'UTC' }]);
     } finally {
@@ -241,6 +244,50 @@ describe.each(backends)('Warehouse on $kind', (backend) => {
 
     const published = await warehouse.loadPublished();
     expect([...published]).toEqual([[`day:${DAY}`, { version: 2, distinctUsers: 104 }]]);
+    await warehouse.close();
+  });
+
+  it('reads the versions written since an instant, its exact boundary included', async () => {
+    const warehouse = await openFresh();
+    await warehouse.publish({ versions: [version()], provisional: [] }, FENCE);
+    await sleep(20);
+    await warehouse.publish(
+      {
+        versions: [version({ version: 2, distinctUsers: 103, status: 'restated' })],
+        provisional: [],
+      },
+      FENCE,
+    );
+    await sleep(20);
+    await warehouse.publish(
+      {
+        versions: [version({ version: 3, distinctUsers: 105, status: 'restated' })],
+        provisional: [],
+      },
+      FENCE,
+    );
+
+    const all = await warehouse.queryHistory();
+    expect(all.map((row) => row.version)).toEqual([1, 2, 3]);
+    const [v1, v2, v3] = all as [VersionRow, VersionRow, VersionRow];
+    expect(v1.writtenAtMs).toBeLessThan(v2.writtenAtMs);
+    expect(v2.writtenAtMs).toBeLessThan(v3.writtenAtMs);
+
+    const since = async (ms: number): Promise<number[]> =>
+      (await warehouse.queryHistory({}, { writtenSinceMs: ms }))
+        .filter((row) => row.writtenAtMs >= ms)
+        .map((row) => row.version);
+    expect(await since(v2.writtenAtMs)).toEqual([2, 3]);
+    expect(await since(v3.writtenAtMs)).toEqual([3]);
+    expect(await since(v3.writtenAtMs + 1)).toEqual([]);
+    expect(await since(Number.NEGATIVE_INFINITY)).toEqual([1, 2, 3]);
+    // The range filter still applies.
+    expect(
+      await warehouse.queryHistory({ periodType: 'hour' }, { writtenSinceMs: v1.writtenAtMs }),
+    ).toEqual([]);
+    // Without the exact filter, nothing older than a millisecond before the instant.
+    const loose = await warehouse.queryHistory({}, { writtenSinceMs: v3.writtenAtMs });
+    expect(loose.map((row) => row.version)).toEqual([3]);
     await warehouse.close();
   });
 
