@@ -13,6 +13,7 @@
 import * as grpc from '@grpc/grpc-js';
 
 import type { Logger } from '../observability/index.js';
+import { CLIENT_KEEPALIVE_OPTIONS } from './keepalive.js';
 import { IngestClientError, errorText, isRetryable, refused } from './ingest-client-errors.js';
 import {
   SendRun,
@@ -61,6 +62,7 @@ export const DEFAULT_INGEST_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.initial_reconnect_backoff_ms': 100,
   'grpc.max_reconnect_backoff_ms': 2_000,
   'grpc.max_send_message_length': 64 * 1024 * 1024,
+  ...CLIENT_KEEPALIVE_OPTIONS,
 };
 
 /** The Ingest service of one node. */

@@ -16,6 +16,7 @@ import type {
   PeriodRange,
   VersionRow,
 } from '../sink/index.js';
+import { CLIENT_KEEPALIVE_OPTIONS } from './keepalive.js';
 import {
   currentRowFromWire,
   filingRowFromWire,
@@ -38,6 +39,8 @@ export interface QueryClientOptions {
   readonly callTimeoutMs?: number;
   /** @default insecure (plaintext) */
   readonly credentials?: grpc.ChannelCredentials;
+  /** Merged over {@link CLIENT_KEEPALIVE_OPTIONS}. */
+  readonly channelOptions?: grpc.ChannelOptions;
 }
 
 export interface WatchOptions {
@@ -66,7 +69,10 @@ export class QueryClient {
   /** Connects to `target` (`host:port`) and waits until the channel is ready. */
   static async connect(target: string, options: QueryClientOptions = {}): Promise<QueryClient> {
     const { Client } = loadSpeedlayerProtos().query;
-    const stub = new Client(target, options.credentials ?? grpc.credentials.createInsecure());
+    const stub = new Client(target, options.credentials ?? grpc.credentials.createInsecure(), {
+      ...CLIENT_KEEPALIVE_OPTIONS,
+      ...options.channelOptions,
+    });
     const deadline = Date.now() + (options.connectTimeoutMs ?? 5_000);
 
     try {
@@ -161,6 +167,12 @@ export class QueryClient {
       }
     });
     stream.on('error', (error: unknown) => end(toQueryError(error, 'WatchVersions')));
+    // A stream never ends by itself; one ended with OK (a proxy closing it, say) is lost.
+    stream.on('status', (status: grpc.StatusObject) => {
+      if (status.code === grpc.status.OK) {
+        end(new QueryError('unavailable', 'the server ended the WatchVersions stream'));
+      }
+    });
 
     return () => {
       ended = true;

@@ -18,6 +18,7 @@ import type { Logger } from 'pino';
 import { MAX_EVENT_MS, MIN_EVENT_MS } from '../ingest/index.js';
 import { describePeriod, periodStart } from '../periods/index.js';
 import type { VersionRow, Warehouse } from '../sink/index.js';
+import { SERVER_KEEPALIVE_OPTIONS } from './keepalive.js';
 import {
   addSpeedlayerService,
   currentRowToWire,
@@ -57,6 +58,8 @@ export interface QueryServerOptions {
   readonly reorderWindowMs?: number;
   /** How long close() lets calls in flight finish before it cancels them. @default 10_000 */
   readonly shutdownGraceMs?: number;
+  /** Merged over {@link SERVER_KEEPALIVE_OPTIONS} by {@link startQueryServer}. */
+  readonly serverOptions?: grpc.ServerOptions;
   /** Lifecycle and failure lines; bind `component` before passing it. @default silent */
   readonly logger?: Logger;
 }
@@ -74,6 +77,8 @@ interface ResolvedQueryServerOptions {
 export interface QueryServer {
   /** `host:port` with the port actually bound. */
   readonly address: string;
+  /** WatchVersions streams open now. */
+  readonly openWatches: number;
   /**
    * Drains and stops: reports NOT_SERVING, ends every WatchVersions stream with
    * UNAVAILABLE (clients resume with `since_written_at_ms`), refuses new calls and waits
@@ -140,7 +145,7 @@ export function queryService(options: QueryServerOptions): ServedService {
 /** Starts the Query service with health checking and reflection, listening on `address`. */
 export async function startQueryServer(options: QueryServerOptions): Promise<QueryServer> {
   const resolved = resolveQueryServerOptions(options);
-  const server = new grpc.Server();
+  const server = new grpc.Server({ ...SERVER_KEEPALIVE_OPTIONS, ...options.serverOptions });
   const watches = new Set<AbortController>();
 
   addSpeedlayerService(server, loadSpeedlayerProtos().query, queryHandlers(resolved, watches));
@@ -171,6 +176,9 @@ export async function startQueryServer(options: QueryServerOptions): Promise<Que
 
   return {
     address,
+    get openWatches() {
+      return watches.size;
+    },
     close: () => (closing ??= drain()),
   };
 }

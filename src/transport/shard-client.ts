@@ -10,6 +10,7 @@ import type { PartitionCounts, RouteOutcome } from '../shard/partition-host.js';
 import type { RouteStamp } from '../shard/partition-ledger.js';
 import type { PartitionBatch, PartitionReport } from '../shard/types.js';
 import type { WriterFence } from '../sink/types.js';
+import { CLIENT_KEEPALIVE_OPTIONS } from './keepalive.js';
 import { rethrowGrpcError } from './shard-errors.js';
 import {
   loadSpeedlayerProtos,
@@ -66,6 +67,7 @@ export const DEFAULT_SHARD_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': 2000,
   'grpc.max_send_message_length': SHARD_MAX_MESSAGE_BYTES,
   'grpc.max_receive_message_length': SHARD_MAX_MESSAGE_BYTES,
+  ...CLIENT_KEEPALIVE_OPTIONS,
 };
 
 export interface ShardRpcClientOptions {

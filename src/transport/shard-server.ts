@@ -13,6 +13,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from '../observability/index.js';
 import { ShardError, isShardError } from '../shard/errors.js';
 import type { PartitionHost } from '../shard/partition-host.js';
+import { SERVER_KEEPALIVE_OPTIONS } from './keepalive.js';
 import { reflectionDefinition } from './grpc-server-support.js';
 import type { ServedService } from './served-service.js';
 import { toGrpcStatus } from './shard-errors.js';
@@ -86,6 +87,7 @@ export class ShardServer {
     const logger = options.logger;
     const server = new grpc.Server({
       'grpc.max_receive_message_length': SHARD_MAX_MESSAGE_BYTES,
+      ...SERVER_KEEPALIVE_OPTIONS,
       ...options.serverOptions,
     });
 

@@ -5,6 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 
+import { CLIENT_KEEPALIVE_OPTIONS } from './keepalive.js';
 import { loadSpeedlayerProtos, type StatusResponseWire } from './proto.js';
 import { readErrorDetail } from './status-details.js';
 import { STATUS_ERROR_CODES, statusFromWire, type StatusView } from './status-service.js';
@@ -35,7 +36,11 @@ export async function fetchStatus(
   options: StatusClientOptions = {},
 ): Promise<StatusView> {
   const { Client } = loadSpeedlayerProtos().coordinator;
-  const client = new Client(target, options.credentials ?? grpc.credentials.createInsecure());
+  const client = new Client(
+    target,
+    options.credentials ?? grpc.credentials.createInsecure(),
+    CLIENT_KEEPALIVE_OPTIONS,
+  );
   const deadline = Date.now() + (options.timeoutMs ?? 5_000);
 
   try {

@@ -25,6 +25,7 @@ import {
   type PartitionStatusRecord,
   type StatusRecord,
 } from '../ring/index.js';
+import { SERVER_KEEPALIVE_OPTIONS } from './keepalive.js';
 import {
   PROTO_DIR,
   addSpeedlayerService,
@@ -223,7 +224,7 @@ export interface CoordinatorServer {
 export async function startCoordinatorServer(
   options: CoordinatorServerOptions,
 ): Promise<CoordinatorServer> {
-  const server = new grpc.Server();
+  const server = new grpc.Server(SERVER_KEEPALIVE_OPTIONS);
   addStatusService(server, options);
   const health = new HealthImplementation(
     Object.fromEntries(SERVED.map((service) => [service, 'SERVING'])),
