@@ -3,6 +3,13 @@
  * the last acknowledgement applied. The ledger is written in the same atomic batch as
  * the partition's state and inside the partition's key range, so that it never says
  * more or less than the state holds, and moves with the partition.
+ *
+ * A node takes a new sender id (`<node>@<incarnation>`) at every start, so the ledger
+ * would keep one entry per restart for good, and it is rewritten with every batch. An
+ * entry is dropped once another incarnation of the same node has sent and the entry's
+ * own sender has been silent for {@link RETIRE_AFTER_MS}: a process that has been
+ * replaced is not coming back. Should one come back anyway, its next batch is refused
+ * with 'sequence-gap' (never applied twice), unless it is the first of its stream.
  */
 import { ShardError } from './errors.js';
 import { jsonPut, type LevelStateStore } from './level-state-store.js';
@@ -29,15 +36,27 @@ export interface AckStamp {
   readonly round: number;
 }
 
-/** The ledger as stored: JSON, with the sequences as [sender, sequence] pairs. */
+/** How long a replaced incarnation's entry is kept after its last batch. */
+export const RETIRE_AFTER_MS = 60 * 60 * 1000;
+
+/**
+ * The ledger as stored: JSON, with the sequences as [sender, sequence, last applied at]
+ * triples (the time in epoch ms of the owner's clock; absent in ledgers written before
+ * it was kept, read as 0).
+ */
 interface StoredLedger {
-  readonly sequences: [string, number][];
+  readonly sequences: ([string, number] | [string, number, number])[];
   readonly ack: AckStamp | null;
+}
+
+interface SenderEntry {
+  sequence: number;
+  lastAppliedMs: number;
 }
 
 /** The ledger of one partition. */
 export class PartitionLedger {
-  private readonly sequences: Map<string, number>;
+  private readonly senders = new Map<string, SenderEntry>();
   private ack: AckStamp | null;
   private dirty = false;
 
@@ -45,7 +64,9 @@ export class PartitionLedger {
     readonly partition: number,
     stored: StoredLedger | undefined,
   ) {
-    this.sequences = new Map(stored?.sequences ?? []);
+    for (const [sender, sequence, lastAppliedMs] of stored?.sequences ?? []) {
+      this.senders.set(sender, { sequence, lastAppliedMs: lastAppliedMs ?? 0 });
+    }
     this.ack = stored?.ack ?? null;
   }
 
@@ -55,11 +76,27 @@ export class PartitionLedger {
 
   /** The last sequence applied from `senderId`; 0 before its first batch. */
   lastSequence(senderId: string): number {
-    return this.sequences.get(senderId) ?? 0;
+    return this.senders.get(senderId)?.sequence ?? 0;
   }
 
-  noteSequence(stamp: RouteStamp): void {
-    this.sequences.set(stamp.senderId, stamp.sequence);
+  /** The senders the ledger holds an entry for. */
+  get senderIds(): string[] {
+    return [...this.senders.keys()];
+  }
+
+  /**
+   * Records the sequence applied, at `nowMs`, and drops the entries of this node's other
+   * incarnations that have been silent for {@link RETIRE_AFTER_MS}.
+   */
+  noteSequence(stamp: RouteStamp, nowMs = Date.now()): void {
+    const entry = this.senders.get(stamp.senderId);
+    if (entry === undefined) {
+      this.senders.set(stamp.senderId, { sequence: stamp.sequence, lastAppliedMs: nowMs });
+    } else {
+      entry.sequence = stamp.sequence;
+      entry.lastAppliedMs = nowMs;
+    }
+    this.retireReplaced(stamp.senderId, nowMs);
     this.dirty = true;
   }
 
@@ -84,7 +121,11 @@ export class PartitionLedger {
   collectWrites(ops: StorageOp[]): void {
     if (!this.dirty) return;
 
-    const stored: StoredLedger = { sequences: [...this.sequences], ack: this.ack };
+    const sequences: [string, number, number][] = [];
+    for (const [sender, entry] of this.senders) {
+      sequences.push([sender, entry.sequence, entry.lastAppliedMs]);
+    }
+    const stored: StoredLedger = { sequences, ack: this.ack };
     ops.push(jsonPut(ledgerKey(this.partition), stored));
   }
 
@@ -92,6 +133,28 @@ export class PartitionLedger {
   markPersisted(): void {
     this.dirty = false;
   }
+
+  private retireReplaced(senderId: string, nowMs: number): void {
+    const node = nodeOf(senderId);
+    if (node === undefined) return;
+
+    for (const [other, entry] of this.senders) {
+      if (
+        other !== senderId &&
+        nodeOf(other) === node &&
+        nowMs - entry.lastAppliedMs >= RETIRE_AFTER_MS
+      ) {
+        this.senders.delete(other);
+      }
+    }
+  }
+}
+
+/** The node of a `<node>@<incarnation>` sender id; undefined for an id without one. */
+function nodeOf(senderId: string): string | undefined {
+  const at = senderId.lastIndexOf('@');
+
+  return at > 0 && at < senderId.length - 1 ? senderId.slice(0, at) : undefined;
 }
 
 export function checkRouteStamp(stamp: RouteStamp): void {
