@@ -82,6 +82,7 @@ interface ShardFlags extends IngestFlags {
   allowedLateness: number;
   memoryBudget: number;
   leaseTtl: number;
+  routerSilence: number;
   logLevel: string;
 }
 
@@ -154,6 +155,14 @@ export function shardCommand(): Command {
       new Option('--lease-ttl <duration>', 'TTL of the membership lease in etcd')
         .argParser(durationFlag)
         .default(5000, '5s'),
+    )
+    .addOption(
+      new Option(
+        '--router-silence <duration>',
+        "a router not heard from for this long stops holding this shard's partitions back",
+      )
+        .argParser(durationFlag)
+        .default(10_000, '10s'),
     )
     .option('--log-level <level>', 'pino log level on stderr', 'info')
     .addHelpText('after', HANDOFF_NOTE);
@@ -442,6 +451,7 @@ class ShardRole {
       ringEpoch,
       dropUnheld,
       allowedLatenessMs: this.flags.allowedLateness,
+      senderSilenceMs: this.flags.routerSilence,
       memoryBudgetBytes: this.flags.memoryBudget,
       logger: this.logger,
     });

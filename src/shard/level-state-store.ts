@@ -55,6 +55,7 @@ export class LevelStateStore implements PartitionStorage {
     const seals: SealRecord[] = [];
     const hourIndexes: number[] = [];
     let watermarkMs = Number.NEGATIVE_INFINITY;
+    let senderMarks: [string, number][] = [];
     let changes: PeriodChange[] = [];
 
     for await (const value of this.db.values({ gte: `${prefix}d/`, lt: `${prefix}d0` })) {
@@ -71,14 +72,18 @@ export class LevelStateStore implements PartitionStorage {
     }
     const meta = await this.db.get(metaKey(partition));
     if (meta !== undefined) {
-      const parsed = JSON.parse(decoder.decode(meta)) as { watermarkMs: number | null };
+      const parsed = JSON.parse(decoder.decode(meta)) as {
+        watermarkMs: number | null;
+        senders?: [string, number][];
+      };
       if (parsed.watermarkMs !== null) watermarkMs = parsed.watermarkMs;
+      senderMarks = parsed.senders ?? [];
     }
     const storedChanges = await this.db.get(changesKey(partition));
     if (storedChanges !== undefined)
       changes = JSON.parse(decoder.decode(storedChanges)) as PeriodChange[];
 
-    return { watermarkMs, dictSegments, hourIndexes, seals, changes };
+    return { watermarkMs, senderMarks, dictSegments, hourIndexes, seals, changes };
   }
 
   async loadHours(

@@ -28,7 +28,23 @@ export interface PartitionActorOptions {
   readonly partition: number;
   /** How long after a period ends it stays open before it is sealed. */
   readonly allowedLatenessMs: number;
+  /**
+   * A sender not heard from for this long stops holding the watermark back (see
+   * {@link PartitionActor}). @default never: every sender counts for good
+   */
+  readonly senderSilenceMs?: number;
 }
+
+/** What a partition knows of one sender's watermark. */
+interface SenderMark {
+  /** The highest mark it sent (-Infinity before its first). */
+  markMs: number;
+  /** When it was last heard from, on this process's clock (the open time after a restart). */
+  heardAtMs: number;
+}
+
+/** A sender silent this long is forgotten (it counts again when it sends). */
+export const FORGET_SENDER_AFTER_MS = 60 * 60 * 1000;
 
 interface Pending {
   hourIndex: number;
@@ -43,6 +59,14 @@ interface Pending {
  * lateness. Events for a sealed period are late: they still go into its set,
  * and the period is reported as changed so that the coordinator restates it.
  *
+ * Several senders (the routers of a cluster) send marks to one partition, each its own.
+ * The partition's watermark is the lowest of the marks of the senders that count, so
+ * that no period closes while a router may still send events for it on time; it never
+ * moves back. A sender counts from its first mark until it has been silent for
+ * `senderSilenceMs` (it finished, went idle or died), and again when it sends; when no
+ * sender counts, the watermark goes to the highest mark any sent. The marks are durable;
+ * after a restart every sender counts as just heard from.
+ *
  * All state changes are in memory until {@link collectWrites} hands them to
  * one atomic storage batch, so a crash never leaves a set and its records out
  * of step.
@@ -53,6 +77,8 @@ export class PartitionActor {
   private readonly dict = new UserDictionary();
   private readonly sets = new PeriodSets();
   private watermarkMs = Number.NEGATIVE_INFINITY;
+  private readonly senders = new Map<string, SenderMark>();
+  private readonly senderSilenceMs: number;
 
   // Periods with data in this partition that are not sealed yet, by type.
   private readonly openHours = new Set<number>();
@@ -79,6 +105,7 @@ export class PartitionActor {
   ) {
     this.partition = options.partition;
     this.latenessMs = options.allowedLatenessMs;
+    this.senderSilenceMs = options.senderSilenceMs ?? Number.POSITIVE_INFINITY;
   }
 
   /** Opens the actor of a partition from its durable state. */
@@ -92,6 +119,10 @@ export class PartitionActor {
     for (const segment of stored.dictSegments) actor.dict.loadSegment(segment);
     actor.persistedDictSize = actor.dict.size;
     actor.watermarkMs = stored.watermarkMs;
+    const openedAtMs = Date.now();
+    for (const [sender, markMs] of stored.senderMarks) {
+      actor.senders.set(sender, { markMs, heardAtMs: openedAtMs });
+    }
     for (const seal of stored.seals) actor.seals.set(seal.key, seal.count);
     for (const change of stored.changes) {
       actor.changes.set(change.key, { lateEvents: change.lateEvents, newUsers: change.newUsers });
@@ -127,27 +158,65 @@ export class PartitionActor {
     return { evictedHours: this.sets.evictedHourCount, hourLoads: this.sets.hourLoads };
   }
 
-  /** Applies a batch: events in order, each watermark mark before the event it precedes. */
-  async apply(batch: PartitionBatch): Promise<void> {
+  /**
+   * Applies a batch of `sender` (one sender, '', when there is only one): events in
+   * order, each of its watermark marks before the event it precedes.
+   */
+  async apply(batch: PartitionBatch, sender = '', nowMs = Date.now()): Promise<void> {
     await this.load(this.hoursNeededFor(batch));
+
+    let from = this.senders.get(sender);
+    if (from === undefined) {
+      from = { markMs: Number.NEGATIVE_INFINITY, heardAtMs: nowMs };
+      this.senders.set(sender, from);
+    }
+    from.heardAtMs = nowMs;
 
     let m = 0;
     for (let i = 0; i < batch.length; i++) {
       while (m < batch.marks.length && (batch.marks[m]?.before as number) <= i) {
-        this.advance((batch.marks[m] as { watermarkMs: number }).watermarkMs);
+        this.takeMark(from, (batch.marks[m] as { watermarkMs: number }).watermarkMs, nowMs);
         m++;
       }
       const id = this.dict.idOf(batch.userIds[i] as string, batch.slotHashes[i] as number);
       this.applyOne(id, batch.eventTimeMs[i] as number);
     }
-    for (; m < batch.marks.length; m++)
-      this.advance((batch.marks[m] as { watermarkMs: number }).watermarkMs);
+    for (; m < batch.marks.length; m++) {
+      this.takeMark(from, (batch.marks[m] as { watermarkMs: number }).watermarkMs, nowMs);
+    }
     this.flushPending();
   }
 
-  /** Advances the watermark with no events (idle input). */
-  async advanceWatermark(watermarkMs: number): Promise<void> {
-    this.advance(watermarkMs);
+  /**
+   * Lets the senders silent for `senderSilenceMs` stop holding the watermark back, and
+   * forgets those silent for {@link FORGET_SENDER_AFTER_MS}. True when the watermark
+   * moved or a sender was forgotten (there is state to write).
+   */
+  reconsiderSenders(nowMs = Date.now()): boolean {
+    let forgot = false;
+    for (const [sender, mark] of this.senders) {
+      if (nowMs - mark.heardAtMs >= FORGET_SENDER_AFTER_MS) {
+        this.senders.delete(sender);
+        forgot = true;
+      }
+    }
+    if (forgot) this.metaDirty = true;
+
+    const before = this.watermarkMs;
+    this.advance(this.lowestCountedMark(nowMs));
+
+    return forgot || this.watermarkMs !== before;
+  }
+
+  /** Each sender's mark, lowest first, and whether it counts at `nowMs`. */
+  senderMarks(nowMs = Date.now()): { sender: string; markMs: number; counts: boolean }[] {
+    return [...this.senders]
+      .map(([sender, mark]) => ({
+        sender,
+        markMs: mark.markMs,
+        counts: this.countsNow(mark, nowMs),
+      }))
+      .sort((a, b) => a.markMs - b.markMs || a.sender.localeCompare(b.sender));
   }
 
   /** The partition's unacknowledged seals and changes, and its open periods. */
@@ -217,7 +286,12 @@ export class PartitionActor {
       ops.push({ type: 'put', key: changesKey(p), value: encoder.encode(JSON.stringify(changes)) });
     }
     if (this.metaDirty) {
-      const meta = { watermarkMs: Number.isFinite(this.watermarkMs) ? this.watermarkMs : null };
+      const meta = {
+        watermarkMs: Number.isFinite(this.watermarkMs) ? this.watermarkMs : null,
+        senders: [...this.senders]
+          .filter(([, mark]) => Number.isFinite(mark.markMs))
+          .map(([sender, mark]) => [sender, mark.markMs]),
+      };
       ops.push({ type: 'put', key: metaKey(p), value: encoder.encode(JSON.stringify(meta)) });
     }
   }
@@ -337,6 +411,34 @@ export class PartitionActor {
   }
 
   // --- watermark and sealing -------------------------------------------
+
+  private takeMark(from: SenderMark, markMs: number, nowMs: number): void {
+    if (!(markMs > from.markMs)) return;
+
+    from.markMs = markMs;
+    this.metaDirty = true;
+    this.advance(this.lowestCountedMark(nowMs));
+  }
+
+  /**
+   * The lowest mark of the senders that count. When none counts (every router finished,
+   * idle or gone), the highest mark any sent: nobody is left to send for what it passed.
+   */
+  private lowestCountedMark(nowMs: number): number {
+    let lowest = Number.POSITIVE_INFINITY;
+    let highest = Number.NEGATIVE_INFINITY;
+    for (const mark of this.senders.values()) {
+      if (this.countsNow(mark, nowMs) && mark.markMs < lowest) lowest = mark.markMs;
+      if (mark.markMs > highest) highest = mark.markMs;
+    }
+
+    return Number.isFinite(lowest) ? lowest : highest;
+  }
+
+  /** A sender counts once it has sent a mark, until it has been silent too long. */
+  private countsNow(mark: SenderMark, nowMs: number): boolean {
+    return Number.isFinite(mark.markMs) && nowMs - mark.heardAtMs < this.senderSilenceMs;
+  }
 
   private advance(watermarkMs: number): void {
     if (!(watermarkMs > this.watermarkMs)) return;

@@ -53,10 +53,19 @@ export interface PartitionHostOptions {
   readonly dropUnheld?: boolean;
   /** How long after a period ends it stays open before it is sealed. */
   readonly allowedLatenessMs: number;
+  /**
+   * A sender of routed batches not heard from for this long stops holding the partitions'
+   * watermarks back (a router that finished, went idle or died); checked every second.
+   * @default never (one sender, as in the embedded node)
+   */
+  readonly senderSilenceMs?: number;
   /** Memory for sets and dictionaries before closed periods' sets spill to disk only. */
   readonly memoryBudgetBytes: number;
   readonly logger: Logger;
 }
+
+/** How often silent senders are looked for, when they are. */
+const SILENCE_CHECK_MS = 1_000;
 
 /** What a routed batch did; returned once it is durable. */
 export interface RouteOutcome {
@@ -120,6 +129,7 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
   private closed = false;
   /** Partitions whose copy is being written here. */
   private readonly adopting = new Set<number>();
+  private readonly silenceCheck: NodeJS.Timeout | undefined;
 
   private constructor(
     private readonly options: PartitionHostOptions,
@@ -129,6 +139,10 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
     super();
     this.partitionCount = options.partitionCount;
     this.ringEpoch = options.ringEpoch ?? 0;
+    if (options.senderSilenceMs !== undefined) {
+      this.silenceCheck = setInterval(() => this.checkSilentSenders(), SILENCE_CHECK_MS);
+      this.silenceCheck.unref();
+    }
   }
 
   /** Opens the store and the actor of every partition held, from their durable state. */
@@ -149,7 +163,13 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
       const hosted = new Map<number, Hosted>();
       for (const partition of partitions) {
         const actor = await PartitionActor.open(
-          { partition, allowedLatenessMs: options.allowedLatenessMs },
+          {
+            partition,
+            allowedLatenessMs: options.allowedLatenessMs,
+            ...(options.senderSilenceMs === undefined
+              ? {}
+              : { senderSilenceMs: options.senderSilenceMs }),
+          },
           store,
         );
         const ledger = await PartitionLedger.load(store, partition);
@@ -223,7 +243,7 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
         );
       }
 
-      await this.changing(() => hosted.actor.apply(batch));
+      await this.changing(() => hosted.actor.apply(batch, stamp.senderId));
       hosted.ledger.noteSequence(stamp);
       await this.persist([]);
 
@@ -234,6 +254,11 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
   /** The unacknowledged seals and changes of the partitions asked for (empty: all held). */
   reports(partitions?: readonly number[]): Promise<PartitionReport[]> {
     return this.serially(async () => this.select(partitions).map(({ actor }) => actor.report()));
+  }
+
+  /** Each sender's mark in `partition`, lowest first, and whether it holds the partition back. */
+  senderMarks(partition: number): Promise<ReturnType<PartitionActor['senderMarks']>> {
+    return this.serially(async () => this.held(partition).actor.senderMarks());
   }
 
   /** Current exact counts of the periods in the partitions asked for (empty: all held). */
@@ -384,9 +409,32 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.silenceCheck);
 
     await this.tail;
     await this.store.close();
+  }
+
+  /**
+   * Lets silent senders stop holding watermarks back; a watermark that moves seals what
+   * it passed, and that is made durable at once, as after a routed batch.
+   */
+  private checkSilentSenders(): void {
+    if (this.closed || this.failure !== undefined) return;
+
+    this.serially(async () => {
+      let changed = false;
+      const nowMs = Date.now();
+      for (const { actor, released } of this.hosted.values()) {
+        if (released === undefined && actor.reconsiderSenders(nowMs)) changed = true;
+      }
+      if (changed) await this.persist([]);
+    }).catch((err: unknown) => {
+      // A failed write already failed the host ('failed' is emitted); a closed host is done.
+      if (!this.closed && this.failure === undefined) {
+        this.options.logger.warn({ err }, 'checking silent senders failed');
+      }
+    });
   }
 
   // --- running calls ---------------------------------------------------------------------

@@ -51,6 +51,8 @@ export type StorageOp =
 /** A partition's durable state as read back at start. */
 export interface StoredPartition {
   readonly watermarkMs: number;
+  /** Each sender's highest mark (see PartitionActor); empty in state written before them. */
+  readonly senderMarks: readonly (readonly [string, number])[];
   readonly dictSegments: readonly Uint8Array[];
   readonly hourIndexes: readonly number[];
   readonly seals: readonly SealRecord[];

@@ -8,9 +8,12 @@
  * batches are judged in the order it sent them. Delivery to the owners is asynchronous
  * and never loses a batch (see partition-delivery.ts).
  *
- * A partition takes watermarks from every router that sends to it and keeps the highest
- * (marks are monotonic per partition); an event behind it is applied as a late event
- * and restates its period. The minimum over routers is not built (docs/cluster.md).
+ * A partition takes marks from every router that sends to it and follows the lowest of
+ * those that count (see PartitionActor): a router counts while it is heard from. In
+ * `wall-clock` mode the clock's marks go out every second; in the other modes a router
+ * that had input in the last {@link ACTIVE_AFTER_INPUT_MS} repeats its mark every
+ * `heartbeatMs` when nothing else went out, and falls silent once idle or finished, so
+ * that it stops holding other routers' periods back.
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -84,6 +87,11 @@ export interface IngestRouterOptions extends IngestSettings {
   readonly now?: () => number;
   /** How often the wall clock moves the watermark in `wall-clock` mode. @default 1000 */
   readonly clockTickMs?: number;
+  /**
+   * In `event-time` and `receive-time` modes, how often the router repeats its mark to
+   * every partition while it has input and nothing else went out. @default 2000
+   */
+  readonly heartbeatMs?: number;
   /** Least time between two writes of `router.json`. @default 1000 */
   readonly stateWriteIntervalMs?: number;
   /** Where batches, events and deliveries are counted. @default not counted */
@@ -118,6 +126,9 @@ interface InFlight {
   done: boolean;
 }
 
+/** A router without input for this long stops repeating its mark (it is idle). */
+export const ACTIVE_AFTER_INPUT_MS = 30_000;
+
 /** Attempts at the dead-letter store before the call fails as unavailable. */
 const DEAD_LETTER_ATTEMPTS = 3;
 
@@ -138,6 +149,8 @@ export class IngestRouter {
   private lastStateWriteMs = 0;
   private seenEpoch: number | undefined;
   private deadLettersFailing = false;
+  private lastInputAtMs = Number.NEGATIVE_INFINITY;
+  private lastSentAtMs = Number.NEGATIVE_INFINITY;
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -165,8 +178,11 @@ export class IngestRouter {
 
     if (this.mode === 'wall-clock') {
       this.ticker = setInterval(() => this.tick(), options.clockTickMs ?? 1000);
-      this.ticker.unref();
+    } else {
+      const heartbeatMs = options.heartbeatMs ?? 2000;
+      this.ticker = setInterval(() => this.beat(heartbeatMs), heartbeatMs);
     }
+    this.ticker.unref();
   }
 
   /** Restores the router's position from `router.json`, if there is one, and starts. */
@@ -267,6 +283,8 @@ export class IngestRouter {
     const batches = this.router.finish();
     const watermarkMs = this.router.watermark;
     await this.deliver(batches);
+    // Done: fall silent, so that the partitions stop counting this router's mark.
+    this.lastInputAtMs = Number.NEGATIVE_INFINITY;
 
     return Number.isFinite(watermarkMs) ? watermarkMs : undefined;
   }
@@ -287,6 +305,7 @@ export class IngestRouter {
   /** The synchronous part: check, judge and queue. */
   private route(request: EventBatchRequestWire): Routed {
     this.assertTaking();
+    this.lastInputAtMs = Date.now();
     const receiveNowMs = this.mode === 'receive-time' ? undefined : this.now();
     const checked = checkRequest(request, receiveNowMs);
 
@@ -344,6 +363,7 @@ export class IngestRouter {
 
   /** Queues the batches of one routing; notes the router's position once they are durable. */
   private deliver(batches: readonly PartitionBatch[]): Promise<void> {
+    if (batches.length > 0) this.lastSentAtMs = Date.now();
     const entry: InFlight = { state: this.router.state, done: false };
     this.inFlight.push(entry);
     const all = Promise.all(batches.map((b) => this.delivery.send(b)));
@@ -362,6 +382,21 @@ export class IngestRouter {
     const batches = this.router.advanceClock(this.now());
     if (batches.length === 0) return;
     this.deliver(batches).catch(() => undefined);
+  }
+
+  /**
+   * Repeats the mark to every partition (`event-time`, `receive-time`) while the router
+   * has had input lately and nothing went out for a heartbeat.
+   */
+  private beat(heartbeatMs: number): void {
+    if (this.closing !== undefined || !this.ready) return;
+    const nowMs = Date.now();
+    if (nowMs - this.lastInputAtMs >= ACTIVE_AFTER_INPUT_MS) return;
+    if (nowMs - this.lastSentAtMs < heartbeatMs) return;
+    const watermarkMs = this.router.watermark;
+    if (!Number.isFinite(watermarkMs)) return;
+
+    this.deliver(watermarkBatches(this.options.partitions, watermarkMs)).catch(() => undefined);
   }
 
   private async storeDeadLetters(rows: readonly DeadLetterWrite[]): Promise<void> {

@@ -79,7 +79,12 @@ export class TestShard {
   static async start(
     stateDir: string,
     partitions: readonly number[],
-    options: { port?: number; services?: readonly ServedService[]; metrics?: ShardMetrics } = {},
+    options: {
+      port?: number;
+      services?: readonly ServedService[];
+      metrics?: ShardMetrics;
+      senderSilenceMs?: number;
+    } = {},
   ): Promise<TestShard> {
     const host = await PartitionHost.open({
       stateDir,
@@ -87,6 +92,9 @@ export class TestShard {
       partitions,
       ringEpoch: RING.epoch,
       allowedLatenessMs: SETTINGS.allowedLatenessMs,
+      ...(options.senderSilenceMs === undefined
+        ? {}
+        : { senderSilenceMs: options.senderSilenceMs }),
       memoryBudgetBytes: MEMORY_BUDGET,
       logger: silentLogger(),
     });
