@@ -41,6 +41,18 @@ interface SenderMark {
   markMs: number;
   /** When it was last heard from, on this process's clock (the open time after a restart). */
   heardAtMs: number;
+  /** Whether the last {@link PartitionActor.reconsiderSenders} found it silent. */
+  silent: boolean;
+}
+
+/** What {@link PartitionActor.reconsiderSenders} found. */
+export interface SenderReview {
+  /** The watermark moved or a sender was forgotten: there is state to write. */
+  readonly changed: boolean;
+  /** Senders that stopped counting since the last review. */
+  readonly silenced: readonly string[];
+  /** Senders that count again since the last review. */
+  readonly resumed: readonly string[];
 }
 
 /** A sender silent this long is forgotten (it counts again when it sends). */
@@ -121,7 +133,7 @@ export class PartitionActor {
     actor.watermarkMs = stored.watermarkMs;
     const openedAtMs = Date.now();
     for (const [sender, markMs] of stored.senderMarks) {
-      actor.senders.set(sender, { markMs, heardAtMs: openedAtMs });
+      actor.senders.set(sender, { markMs, heardAtMs: openedAtMs, silent: false });
     }
     for (const seal of stored.seals) actor.seals.set(seal.key, seal.count);
     for (const change of stored.changes) {
@@ -167,7 +179,7 @@ export class PartitionActor {
 
     let from = this.senders.get(sender);
     if (from === undefined) {
-      from = { markMs: Number.NEGATIVE_INFINITY, heardAtMs: nowMs };
+      from = { markMs: Number.NEGATIVE_INFINITY, heardAtMs: nowMs, silent: false };
       this.senders.set(sender, from);
     }
     from.heardAtMs = nowMs;
@@ -189,23 +201,30 @@ export class PartitionActor {
 
   /**
    * Lets the senders silent for `senderSilenceMs` stop holding the watermark back, and
-   * forgets those silent for {@link FORGET_SENDER_AFTER_MS}. True when the watermark
-   * moved or a sender was forgotten (there is state to write).
+   * forgets those silent for {@link FORGET_SENDER_AFTER_MS}.
    */
-  reconsiderSenders(nowMs = Date.now()): boolean {
+  reconsiderSenders(nowMs = Date.now()): SenderReview {
     let forgot = false;
+    const silenced: string[] = [];
+    const resumed: string[] = [];
     for (const [sender, mark] of this.senders) {
       if (nowMs - mark.heardAtMs >= FORGET_SENDER_AFTER_MS) {
         this.senders.delete(sender);
         forgot = true;
+        continue;
       }
+      if (!Number.isFinite(mark.markMs)) continue;
+
+      const silent = !this.countsNow(mark, nowMs);
+      if (silent !== mark.silent) (silent ? silenced : resumed).push(sender);
+      mark.silent = silent;
     }
     if (forgot) this.metaDirty = true;
 
     const before = this.watermarkMs;
     this.advance(this.lowestCountedMark(nowMs));
 
-    return forgot || this.watermarkMs !== before;
+    return { changed: forgot || this.watermarkMs !== before, silenced, resumed };
   }
 
   /** Each sender's mark, lowest first, and whether it counts at `nowMs`. */

@@ -64,6 +64,16 @@ export interface PartitionHostOptions {
   readonly logger: Logger;
 }
 
+function listFor<K, V>(map: Map<K, V[]>, key: K): V[] {
+  let list = map.get(key);
+  if (list === undefined) {
+    list = [];
+    map.set(key, list);
+  }
+
+  return list;
+}
+
 /** How often silent senders are looked for, when they are. */
 const SILENCE_CHECK_MS = 1_000;
 
@@ -256,6 +266,25 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
     return this.serially(async () => this.select(partitions).map(({ actor }) => actor.report()));
   }
 
+  /**
+   * The routers this host's partitions know, by whether they count (hold at least one
+   * partition's watermark) or are silent everywhere. Read without waiting for calls in
+   * flight, for metrics.
+   */
+  routerStates(nowMs = Date.now()): { counting: number; silent: number } {
+    const counting = new Set<string>();
+    const known = new Set<string>();
+    for (const { actor } of this.hosted.values()) {
+      for (const { sender, markMs, counts } of actor.senderMarks(nowMs)) {
+        if (!Number.isFinite(markMs)) continue;
+        known.add(sender);
+        if (counts) counting.add(sender);
+      }
+    }
+
+    return { counting: counting.size, silent: known.size - counting.size };
+  }
+
   /** Each sender's mark in `partition`, lowest first, and whether it holds the partition back. */
   senderMarks(partition: number): Promise<ReturnType<PartitionActor['senderMarks']>> {
     return this.serially(async () => this.held(partition).actor.senderMarks());
@@ -425,8 +454,28 @@ export class PartitionHost extends EventEmitter<PartitionHostEvents> {
     this.serially(async () => {
       let changed = false;
       const nowMs = Date.now();
+      const silenced = new Map<string, number[]>();
+      const resumed = new Map<string, number[]>();
       for (const { actor, released } of this.hosted.values()) {
-        if (released === undefined && actor.reconsiderSenders(nowMs)) changed = true;
+        if (released !== undefined) continue;
+        const review = actor.reconsiderSenders(nowMs);
+        if (review.changed) changed = true;
+        for (const sender of review.silenced) listFor(silenced, sender).push(actor.partition);
+        for (const sender of review.resumed) listFor(resumed, sender).push(actor.partition);
+      }
+      // One line per router and change, with the partitions it concerns.
+      const silenceMs = this.options.senderSilenceMs;
+      for (const [router, partitions] of silenced) {
+        this.options.logger.info(
+          { router, partitions, silenceMs },
+          'router silent; its partitions no longer wait for its watermark',
+        );
+      }
+      for (const [router, partitions] of resumed) {
+        this.options.logger.info(
+          { router, partitions },
+          'router heard again; its watermark counts',
+        );
       }
       if (changed) await this.persist([]);
     }).catch((err: unknown) => {

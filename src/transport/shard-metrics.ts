@@ -117,6 +117,18 @@ export class ShardMetrics {
       registers,
       collect: this.collector(() => this.host()?.knownUsers ?? 0),
     });
+    const readHost = (): PartitionHost | undefined => this.host();
+    new Gauge({
+      name: 'speedlayer_shard_routers',
+      help: "ingest routers known to this shard's partitions, by state: counting (a partition's watermark waits for it) or silent (not heard from for --router-silence)",
+      labelNames: ['state'],
+      registers,
+      collect: function (this: Gauge<'state'>) {
+        const states = readHost()?.routerStates() ?? { counting: 0, silent: 0 };
+        this.set({ state: 'counting' }, states.counting);
+        this.set({ state: 'silent' }, states.silent);
+      },
+    });
     this.applied = new Counter({
       name: 'speedlayer_shard_events_applied_total',
       help: "events applied by this shard's partition actors from routed batches, from any node (a resent batch counts once)",

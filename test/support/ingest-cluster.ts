@@ -11,7 +11,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 
 import { Coordinator } from '../../src/coordinator/coordinator.js';
-import { silentLogger } from '../../src/observability/index.js';
+import { silentLogger, type Logger } from '../../src/observability/index.js';
 import type { Ring } from '../../src/ring/index.js';
 import { PartitionHost } from '../../src/shard/partition-host.js';
 import { Warehouse } from '../../src/sink/warehouse.js';
@@ -84,6 +84,7 @@ export class TestShard {
       services?: readonly ServedService[];
       metrics?: ShardMetrics;
       senderSilenceMs?: number;
+      logger?: Logger;
     } = {},
   ): Promise<TestShard> {
     const host = await PartitionHost.open({
@@ -96,7 +97,7 @@ export class TestShard {
         ? {}
         : { senderSilenceMs: options.senderSilenceMs }),
       memoryBudgetBytes: MEMORY_BUDGET,
-      logger: silentLogger(),
+      logger: options.logger ?? silentLogger(),
     });
     const server = await ShardServer.start({
       host,

@@ -14,14 +14,16 @@
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { Coordinator } from '../../src/coordinator/coordinator.js';
-import { silentLogger } from '../../src/observability/index.js';
+import { createMetricsRegistry, silentLogger } from '../../src/observability/index.js';
 import { PartitionHost } from '../../src/shard/partition-host.js';
 import type { VersionRow } from '../../src/sink/index.js';
 import { Warehouse } from '../../src/sink/warehouse.js';
 import { GrpcPartitionsPort } from '../../src/transport/grpc-partitions.js';
+import { ShardMetrics } from '../../src/transport/shard-metrics.js';
 import { IngestRouter } from '../../src/transport/ingest-router.js';
 import { ingestService } from '../../src/transport/ingest-server.js';
 import type { EventBatchRequestWire } from '../../src/transport/proto.js';
@@ -91,7 +93,12 @@ async function twoNodes(dir: string): Promise<{
   nodes: { shard: TestShard; router: IngestRouter; ingest: Ingest }[];
   warehouse: Warehouse;
   coordinator: Coordinator;
+  /** What shard-b's partition host logged, and its shard metrics. */
+  bLog: Record<string, unknown>[];
+  bMetrics: ShardMetrics;
 }> {
+  const bLog: Record<string, unknown>[] = [];
+  const bMetrics = new ShardMetrics(createMetricsRegistry({ labels: { shard_id: 'shard-b' } }));
   const warehouse = await Warehouse.open({ dataDir: path.join(dir, 'warehouse') });
   cleanups.push(() => warehouse.close());
   const ring = new RingView({ ring: RING });
@@ -113,9 +120,15 @@ async function twoNodes(dir: string): Promise<{
     });
     cleanups.push(() => router.close());
     const held = RING.owners.flatMap((owner, partition) => (owner === id ? [partition] : []));
+    const logger =
+      id === 'shard-b'
+        ? pino({ level: 'info' }, { write: (line: string) => void bLog.push(JSON.parse(line)) })
+        : silentLogger();
     local.shard = await TestShard.start(path.join(dir, id), held, {
       services: [ingestService({ router, logger: silentLogger() })],
       senderSilenceMs: SILENCE_MS,
+      logger,
+      ...(id === 'shard-b' ? { metrics: bMetrics } : {}),
     });
     nodes.push({ shard: local.shard, router, ingest: new Ingest(local.shard.address) });
   }
@@ -141,7 +154,13 @@ async function twoNodes(dir: string): Promise<{
     logger: silentLogger(),
   });
 
-  return { nodes, warehouse, coordinator };
+  return { nodes, warehouse, coordinator, bLog, bMetrics };
+}
+
+async function routerGauge(metrics: ShardMetrics): Promise<Record<string, number>> {
+  const gauge = await metrics.registry.getSingleMetric('speedlayer_shard_routers')?.get();
+
+  return Object.fromEntries((gauge?.values ?? []).map((v) => [String(v.labels.state), v.value]));
 }
 
 function published(history: readonly VersionRow[]): string[] {
@@ -197,7 +216,7 @@ describe('several routers', () => {
 
   it('stops counting a router that fell silent, and counts it again after a restart', async () => {
     const dir = await tempDir('speedlayer-silent-router-');
-    const { nodes, warehouse, coordinator } = await twoNodes(dir);
+    const { nodes, warehouse, coordinator, bLog, bMetrics } = await twoNodes(dir);
     const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
     const early = stream('early', 200, 0.25, 100); // Monday 00:00 to 06:00
     const full = stream('full', 3000, 3, 500);
@@ -209,6 +228,8 @@ describe('several routers', () => {
     await b.ingest.send(fullBatches[0]!);
     for (const batch of requests(early, 100, 'early')) await a.ingest.send(batch);
     for (const batch of fullBatches.slice(1)) await b.ingest.send(batch);
+    // Both routers have just sent: both hold shard-b's partitions.
+    expect(await routerGauge(bMetrics)).toEqual({ counting: 2, silent: 0 });
     await b.ingest.finish();
     await coordinator.round();
     // Router a, alive and lately active, holds back everything after its mark
@@ -225,6 +246,13 @@ describe('several routers', () => {
     const expected = bruteForceCounts([...early, ...full]);
     expect(diffCounts(expected, rowsToCounts(history))).toEqual([]);
     expect(history.filter((v) => v.version > 1)).toEqual([]);
+    // Both routers are silent now (b since its Finish); shard-b said so once for each.
+    expect(await routerGauge(bMetrics)).toEqual({ counting: 0, silent: 2 });
+    const silenced = bLog.filter((line) => String(line.msg).startsWith('router silent'));
+    expect(silenced.map((line) => [line.router, line.partitions]).sort()).toEqual([
+      [a.router.senderId, [1, 3]],
+      [b.router.senderId, [1, 3]],
+    ]);
 
     // The marks are durable: reopened, a partition counts router a again, from its mark,
     // until it has been silent for as long again.
