@@ -16,6 +16,7 @@ import type {
 } from '../sink/index.js';
 import { QueryClient } from '../transport/query-client.js';
 import { openWarehouse, withStoreFlags, type StoreFlags } from './warehouse-options.js';
+import { CommandExit } from './io.js';
 import { targetFlag } from './process-support.js';
 
 /** What the read commands need, from either place. */
@@ -56,8 +57,9 @@ export async function withQuerySource<T>(
       (name) => command.getOptionValueSource(name) === 'cli',
     );
     if (typed.length > 0) {
-      throw new Error(
-        '--target reads through the Query service; leave out --data-dir, --postgres and --postgres-schema',
+      throw new CommandExit(
+        2,
+        `--target reads through the Query service; leave out ${typed.map(flagName).join(', ')}`,
       );
     }
 
@@ -81,4 +83,9 @@ export async function withQuerySource<T>(
   } finally {
     await warehouse.close();
   }
+}
+
+/** `postgresSchema` -> `--postgres-schema`. */
+function flagName(option: string): string {
+  return `--${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }

@@ -2,7 +2,7 @@
  * `--target HOST:PORT` on every command that takes it: a target that is not `host:port`
  * (or whose port no server can have) is a usage error, exit code 2 before anything is
  * opened, worded the same everywhere; a well-formed target where nothing listens is a
- * connection failure, exit code 1.
+ * connection failure, exit code 1. A store flag typed beside it is a usage error too.
  */
 import { describe, expect, it } from 'vitest';
 
@@ -34,6 +34,24 @@ describe('--target', () => {
         );
         expect(run.stdout).toBe('');
       }
+    }
+  });
+
+  it('is refused with exit code 2 beside a store flag, which it would ignore', async () => {
+    for (const command of ['query', 'filings', 'rejects']) {
+      const run = await runCli([
+        command,
+        '--target',
+        '127.0.0.1:1',
+        '--data-dir',
+        '/nonexistent',
+        '--postgres-schema',
+        'x',
+      ]);
+      expect({ command, code: run.code }).toEqual({ command, code: 2 });
+      expect(run.stderr).toBe(
+        'speedlayer: --target reads through the Query service; leave out --data-dir, --postgres-schema\n',
+      );
     }
   });
 
