@@ -17,6 +17,7 @@ import {
   formatStopping,
   formatTargetSummary,
   runTargetReplay,
+  waitForPublication,
   withTargetFlags,
   type TargetFlags,
 } from './replay-target.js';
@@ -168,6 +169,20 @@ async function replayToTarget(
   }
 
   io.stdout.write(formatTargetSummary(summary));
+  if (flags.wait === true && !summary.interrupted && summary.watermarkMs !== null) {
+    const started = Date.now();
+    const roundAtMs = await waitForPublication(target, summary.watermarkMs, {
+      timeoutMs: flags.waitTimeout ?? 300_000,
+      signal,
+    });
+    if (roundAtMs === undefined) {
+      throw new CommandExit(130, 'stopped waiting for the numbers to be published');
+    }
+    const waited = ((Date.now() - started) / 1000).toFixed(1);
+    io.stdout.write(
+      `published:        every period before the watermark (round at ${new Date(roundAtMs).toISOString()}, waited ${waited} s)\n`,
+    );
+  }
   if (summary.interrupted) {
     throw new CommandExit(
       130,

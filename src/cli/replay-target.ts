@@ -6,6 +6,8 @@
  * open. Running the same replay again is how it resumes: every batch id comes out the
  * same, and the node never counts a batch twice.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import type { Command } from 'commander';
 
 import { durationFlag } from '../config/index.js';
@@ -18,10 +20,13 @@ import {
 } from '../ingest/index.js';
 import type { Logger } from '../observability/index.js';
 import { IngestClient, type IngestClientOptions } from '../transport/ingest-client.js';
+import { IngestClientError } from '../transport/ingest-client-errors.js';
 import { rejectReasonFromWire } from '../transport/proto.js';
+import { fetchStatus, StatusCallError } from '../transport/status-client.js';
 import { CommandExit } from './io.js';
 import { replayRequests } from './replay-requests.js';
 import { plural, targetFlag } from './process-support.js';
+import { heldBackReason } from './status-command.js';
 
 /** Flags (by commander's key) that set up the embedded store or engine; a node has its own. */
 const EMBEDDED_ONLY_FLAGS: Readonly<Record<string, string>> = {
@@ -41,12 +46,16 @@ const EMBEDDED_ONLY_FLAGS: Readonly<Record<string, string>> = {
 const TARGET_ONLY_FLAGS: Readonly<Record<string, string>> = {
   deadline: '--deadline',
   stallTimeout: '--stall-timeout',
+  wait: '--wait',
+  waitTimeout: '--wait-timeout',
 };
 
 export interface TargetFlags {
   target?: string;
   deadline?: number;
   stallTimeout?: number;
+  wait?: boolean;
+  waitTimeout?: number;
 }
 
 /** Adds --target and its flags to the replay command. */
@@ -66,7 +75,66 @@ export function withTargetFlags(command: Command): Command {
       '--stall-timeout <duration>',
       'with --target: give up when the node has acknowledged nothing for this long (default 2m)',
       durationFlag,
+    )
+    .option(
+      '--wait',
+      'with --target: after the replay, wait until the coordinator has published every period the node closed (reads Coordinator.Status at the target)',
+    )
+    .option(
+      '--wait-timeout <duration>',
+      'with --wait: give up waiting after this long (default 5m)',
+      durationFlag,
     );
+}
+
+/** How often {@link waitForPublication} asks for the status. */
+const STATUS_POLL_MS = 500;
+
+/**
+ * Waits until the coordinator's last complete round has a global watermark at or past
+ * `watermarkMs`: every period the node closed is then published. Resolves with the
+ * round's time, or undefined when `signal` aborts first.
+ *
+ * @throws CommandExit 1 after `timeoutMs`, saying what holds the numbers back, or when
+ *   the target does not serve Coordinator.Status
+ */
+export async function waitForPublication(
+  target: string,
+  watermarkMs: number,
+  options: { readonly timeoutMs: number; readonly signal?: AbortSignal },
+): Promise<number | undefined> {
+  const deadline = Date.now() + options.timeoutMs;
+  let last: string;
+  for (;;) {
+    try {
+      const view = await fetchStatus(target, { timeoutMs: 5_000 });
+      const held = heldBackReason(view);
+      const reached = view.globalWatermarkMs !== undefined && view.globalWatermarkMs >= watermarkMs;
+      if (held === undefined && reached) return view.lastRoundAtMs;
+
+      last =
+        held ??
+        `the last round's watermark is ${view.globalWatermarkMs === undefined ? 'unknown' : isoOrNumber(view.globalWatermarkMs)}`;
+    } catch (err) {
+      if (!(err instanceof StatusCallError) || !err.retryable) {
+        const why = err instanceof Error ? err.message : String(err);
+        throw new CommandExit(1, `--wait cannot read the status at ${target}: ${why}`);
+      }
+      last = err.message;
+    }
+
+    if (Date.now() >= deadline) {
+      const seconds = Math.round(options.timeoutMs / 1000);
+      throw new CommandExit(
+        1,
+        `[SL-INGEST-107] the periods before ${isoOrNumber(watermarkMs)} are closed but not all published after ${seconds}s (--wait-timeout): ${last}`,
+      );
+    }
+    const stopped = await sleep(STATUS_POLL_MS, false, { signal: options.signal }).catch(
+      () => true,
+    );
+    if (stopped) return undefined;
+  }
 }
 
 /**
@@ -113,6 +181,11 @@ export interface TargetReplayOptions {
    * unless it had begun.
    */
   readonly signal?: AbortSignal;
+  /**
+   * How long the node may take to accept the first connection before the replay fails
+   * as unreachable. @default 10 s, or the client's stall timeout when that is shorter
+   */
+  readonly connectTimeoutMs?: number;
   /** Called after every acknowledged batch. */
   readonly onProgress?: (progress: { records: number; accepted: number; rejected: number }) => void;
   /** Called once, as `signal` aborts, with what the replay still waits for before it ends. */
@@ -180,6 +253,29 @@ export async function runTargetReplay(options: TargetReplayOptions): Promise<Tar
   options.signal?.addEventListener('abort', onAbort, { once: true });
 
   try {
+    // A wrong address or a node that is down fails here, in seconds; once connected, a
+    // lost node is waited for up to the stall timeout.
+    const deadlineMs = options.client?.deadlineMs ?? Number.POSITIVE_INFINITY;
+    const connectTimeoutMs = Math.min(
+      options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
+      options.client?.stallTimeoutMs ?? CONNECT_TIMEOUT_MS,
+      deadlineMs,
+    );
+    const connected = await client.connect(connectTimeoutMs, options.signal).catch((err) => {
+      if (connectTimeoutMs < deadlineMs) throw err;
+      throw new IngestClientError(
+        'deadline-exceeded',
+        `the deadline of ${deadlineMs} ms passed before ${options.target} accepted a connection: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      );
+    });
+    if (!connected) {
+      const summary = emptySummary(options.target, (performance.now() - started) / 1000);
+      logger.info({ seconds: summary.seconds }, 'replay interrupted before it connected');
+
+      return summary;
+    }
+
     const read = replayRequests(sources, options.read);
     const requests = takeUntilStopped(read, options.signal, () => taken++);
     const totals = await client.send(requests, {
@@ -220,6 +316,25 @@ export async function runTargetReplay(options: TargetReplayOptions): Promise<Tar
     options.signal?.removeEventListener('abort', onAbort);
     client.close();
   }
+}
+
+/** How long the first connection may take by default. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** The summary of a replay stopped before anything was sent. */
+function emptySummary(target: string, seconds: number): TargetReplaySummary {
+  return {
+    records: 0,
+    accepted: 0,
+    rejected: {},
+    watermarkMs: null,
+    target,
+    batches: 0,
+    reconnects: 0,
+    seconds,
+    eventsPerSecond: 0,
+    interrupted: true,
+  };
 }
 
 /**

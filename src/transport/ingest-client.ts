@@ -162,6 +162,37 @@ export class IngestClient {
     });
   }
 
+  /**
+   * Waits until the channel to the node is ready, so that an address where nothing
+   * listens fails at once rather than after the stall timeout. Resolves false when
+   * `signal` aborts first.
+   *
+   * @throws IngestClientError 'unavailable' when the node cannot be reached in `timeoutMs`
+   */
+  async connect(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    if (signal?.aborted === true) return false;
+
+    return new Promise<boolean>((resolve, reject) => {
+      const onAbort = (): void => resolve(false);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.stub.waitForReady(Date.now() + timeoutMs, (error) => {
+        signal?.removeEventListener('abort', onAbort);
+        if (error === undefined) {
+          resolve(true);
+          return;
+        }
+        const seconds = Math.round(timeoutMs / 1000);
+        reject(
+          new IngestClientError(
+            'unavailable',
+            `cannot reach the Ingest service at ${this.address} within ${seconds}s: ${error.message}`,
+            { cause: error },
+          ),
+        );
+      });
+    });
+  }
+
   /** Closes the channel; a send() or finish() in progress fails with 'closed'. Idempotent. */
   close(): void {
     this.closed = true;

@@ -373,7 +373,7 @@ describe('speedlayer replay --target', () => {
     }
   });
 
-  it('fails at --deadline while the node is down, and exits 2 when every record is rejected', async () => {
+  it('fails at --deadline or the connect timeout while the node is down, and exits 2 when every record is rejected', async () => {
     const node = await startNode();
     const file = path.join(APACHE, 'apache_logs');
     node.stop();
@@ -388,7 +388,23 @@ describe('speedlayer replay --target', () => {
     ]);
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(
-      /\[SL-INGEST-102\] the deadline of 1000 ms passed; last error: .*UNAVAILABLE/,
+      /\[SL-INGEST-102\] the deadline of 1000 ms passed before 127\.0\.0\.1:\d+ accepted a connection/,
+    );
+
+    // Without a deadline, an address where nothing listens fails within the connect
+    // timeout (the stall timeout here, being shorter than 10 s), not after it stalls.
+    const unreachable = await runCli([
+      'replay',
+      file,
+      '--target',
+      node.address,
+      '--stall-timeout',
+      '2s',
+      ...QUIET,
+    ]);
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr).toContain(
+      `[SL-INGEST-101] cannot reach the Ingest service at ${node.address} within 2s`,
     );
 
     await node.restart();

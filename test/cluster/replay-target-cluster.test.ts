@@ -3,8 +3,9 @@
  * `speedlayer shard --postgres --watermark event-time` (P = 4) and its coordinators over
  * a real etcd and the real PostgreSQL server (skipped without
  * SPEEDLAYER_TEST_POSTGRES_URL). Scenarios:
- * - the shipped web-server log replayed through the shard's Ingest port: the published
- *   rows equal expected-counts.csv, all final; the same replay again adds no version;
+ * - the shipped web-server log replayed through the shard's Ingest port with --wait: when
+ *   it returns, the published rows equal expected-counts.csv, all final; the same replay
+ *   again adds no version;
  * - a replay whose node is stopped (SIGSTOP) right at the first acknowledgement, then
  *   SIGKILLed and restarted: the client reconnects and resends what was not
  *   acknowledged, the published rows equal the brute-force recount, and the records the
@@ -96,18 +97,22 @@ describe.skipIf(postgresUrl === undefined)('speedlayer replay --target into a cl
   it('publishes the web-server log as expected-counts.csv, and a second replay adds no version', async () => {
     const c = cluster as LocalCluster;
     const args = ['replay', path.join(APACHE, 'apache_logs'), '--format', 'combined'];
-    const first = await runCli([...args, '--target', c.addresses.ingest, ...QUIET]);
+    const first = await runCli([...args, '--target', c.addresses.ingest, '--wait', ...QUIET]);
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
     expect(first.stdout).toContain('records read:     10000\n');
     expect(first.stdout).toContain('accepted:         10000\n');
     // The log ends on Wednesday 2015-05-20: Finish closes its ISO week (and 10 min of lateness).
     expect(first.stdout).toContain('watermark:        2015-05-25T00:10:00.000Z');
+    expect(first.stdout).toMatch(/published: {8}every period before the watermark \(round at /);
 
+    // --wait returned once they were published: read at once, no polling.
     const expected = await expectedCounts();
     const from = Date.UTC(2015, 0, 1);
     const to = Date.UTC(2016, 0, 1);
-    const rows = await finalRows(from, to, expected.size);
+    const rows = (await (warehouse as Warehouse).queryCurrent({})).filter(
+      (r) => r.periodStartMs >= from && r.periodStartMs < to,
+    );
     expect(diffCounts(expected, rowsToCounts(rows))).toEqual([]);
     expect(rows.every((r) => r.status === 'final' && r.version === 1)).toBe(true);
 
