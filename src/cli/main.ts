@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 
+import { ReadOptionsError } from '../ingest/index.js';
 import { demoCommand } from './demo-command.js';
 import { coordinatorCommand } from './coordinator-command.js';
 import { CommandExit, processIo, type CliIo } from './io.js';
@@ -81,6 +82,10 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
     if (err instanceof CommandExit) {
       io.stderr.write(`speedlayer: ${err.message}\n`);
       return err.exitCode;
+    }
+    if (err instanceof ReadOptionsError) {
+      io.stderr.write(`speedlayer: ${err.message}\n`);
+      return 2;
     }
     io.stderr.write(`speedlayer: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;

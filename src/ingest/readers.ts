@@ -160,11 +160,19 @@ interface ReadSettings {
  * Finds the format of each file and checks the options against them, so
  * that a mistake fails before anything is read.
  */
+/** Read options that do not fit the files (a usage error: the command line must change). */
+export class ReadOptionsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ReadOptionsError';
+  }
+}
+
 function planSources(files: string[], options: ReadOptions): [string, InputFormat][] {
   return files.map((file) => {
     const format = options.format ?? inputFormatOf(file);
     if (format === undefined) {
-      throw new Error(
+      throw new ReadOptionsError(
         `cannot tell the format of ${file} from its name; pass --format ndjson, csv or combined`,
       );
     }
@@ -173,13 +181,13 @@ function planSources(files: string[], options: ReadOptions): [string, InputForma
       format !== 'combined' &&
       (options.userField === undefined || options.timeField === undefined)
     ) {
-      throw new Error(
+      throw new ReadOptionsError(
         `${file} is ${format}, which needs a user field and a time field (--user-field, --time-field)`,
       );
     }
 
     if (format === 'combined' && options.format === undefined && options.userField !== undefined) {
-      throw new Error(
+      throw new ReadOptionsError(
         `${file} is read as a combined access log (user = client address, time = request time), so ` +
           '--user-field and --time-field do not apply; pass --format ndjson or csv if it is not an access log',
       );

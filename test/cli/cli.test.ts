@@ -223,8 +223,9 @@ describe('speedlayer replay and query', () => {
       '--log-level',
       'silent',
     ]);
-    expect(noField.code).toBe(1);
-    expect(noField.stderr).toMatch(/user/i);
+    // A missing field flag is a usage error, like a missing option.
+    expect(noField.code).toBe(2);
+    expect(noField.stderr).toContain('which needs a user field and a time field');
 
     const typo = await runCli(['query', '--data-dir', path.join(dir, 'no-such-dir')]);
     expect(typo.code).toBe(1);
