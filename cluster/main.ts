@@ -66,7 +66,7 @@ function program(): Command {
     )
     .option(
       '--data-dir <dir>',
-      'keep etcd, shard state and logs here, and resume the cluster found here (default: a temporary directory, removed on stop)',
+      'keep etcd, shard state and logs here, and resume the cluster found here (default: a temporary directory, removed on stop with the PostgreSQL schema and every row in it)',
     )
     .addOption(
       new Option(
@@ -251,7 +251,9 @@ async function describe(cluster: LocalCluster, flags: ClusterFlags, elapsedMs: n
     row(name, `status ${c?.status ?? '?'}, ${c?.metrics ?? '?'} (${state})`);
   }
   out(`  postgres       ${redact(flags.postgres as string)} schema ${cluster.postgresSchema}`);
-  out(`data: ${cluster.dataDir}${flags.dataDir === undefined ? ' (temporary)' : ''}`);
+  out(
+    `data: ${cluster.dataDir}${flags.dataDir === undefined ? ` (temporary: stopping removes it and drops schema ${cluster.postgresSchema}; --data-dir keeps both)` : ''}`,
+  );
   out(`logs: ${logOf(cluster, '<name>')}`);
   const given = settingArgs(flags).shard;
   if (given.length > 0) out(`shards run with ${given.join(' ')}`);

@@ -166,22 +166,9 @@ export class IngestCluster {
     });
     const a = local.shard;
 
-    const fence = { ringEpoch: RING.epoch, fencingToken: 1 };
-    await warehouse.claimFence(fence);
-    const addresses = RING.owners.map((owner) => (owner === 'shard-a' ? a.address : b.address));
-    // A loaded machine must not make a shard miss a round's report deadline.
-    const port = new GrpcPartitionsPort({
-      addresses,
-      fence,
-      reportDeadlineMs: 15_000,
-      logger: silentLogger(),
-    });
-    cleanups.push(() => port.close());
-    const coordinator = new Coordinator(port, warehouse, {
-      allowedLatenessMs: SETTINGS.allowedLatenessMs,
-      fence,
-      logger: silentLogger(),
-    });
+    const coordinator = await fencedCoordinator(warehouse, (owner) =>
+      owner === 'shard-a' ? a.address : b.address,
+    );
 
     return new IngestCluster(dir, a, b, router, ring, warehouse, coordinator);
   }
@@ -195,6 +182,32 @@ export class IngestCluster {
       this.b = await TestShard.start(path.join(this.dir, 'shard-b'), [1, 3], { port });
     };
   }
+}
+
+/**
+ * A coordinator over the shards of {@link RING} (`addressOf` names each owner's address),
+ * with fencing token 1 claimed in `warehouse`.
+ */
+export async function fencedCoordinator(
+  warehouse: Warehouse,
+  addressOf: (owner: string) => string,
+): Promise<Coordinator> {
+  const fence = { ringEpoch: RING.epoch, fencingToken: 1 };
+  await warehouse.claimFence(fence);
+  // A loaded machine must not make a shard miss a round's report deadline.
+  const port = new GrpcPartitionsPort({
+    addresses: RING.owners.map(addressOf),
+    fence,
+    reportDeadlineMs: 15_000,
+    logger: silentLogger(),
+  });
+  cleanups.push(() => port.close());
+
+  return new Coordinator(port, warehouse, {
+    allowedLatenessMs: SETTINGS.allowedLatenessMs,
+    fence,
+    logger: silentLogger(),
+  });
 }
 
 /** A client of the Ingest service. */

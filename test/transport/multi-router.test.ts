@@ -17,12 +17,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { Coordinator } from '../../src/coordinator/coordinator.js';
+import type { Coordinator } from '../../src/coordinator/coordinator.js';
 import { createMetricsRegistry, silentLogger } from '../../src/observability/index.js';
 import { PartitionHost } from '../../src/shard/partition-host.js';
 import type { VersionRow } from '../../src/sink/index.js';
 import { Warehouse } from '../../src/sink/warehouse.js';
-import { GrpcPartitionsPort } from '../../src/transport/grpc-partitions.js';
 import { ShardMetrics } from '../../src/transport/shard-metrics.js';
 import { IngestRouter } from '../../src/transport/ingest-router.js';
 import { ingestService } from '../../src/transport/ingest-server.js';
@@ -39,6 +38,7 @@ import {
   SETTINGS,
   TestShard,
   cleanups,
+  fencedCoordinator,
   tempDir,
 } from '../support/ingest-cluster.js';
 import { bruteForceCounts, diffCounts, rowsToCounts } from '../support/oracle.js';
@@ -139,20 +139,10 @@ async function twoNodes(dir: string): Promise<{
     })),
   );
 
-  const fence = { ringEpoch: RING.epoch, fencingToken: 1 };
-  await warehouse.claimFence(fence);
-  const port = new GrpcPartitionsPort({
-    addresses: RING.owners.map((owner) => nodes[owner === 'shard-a' ? 0 : 1]!.shard.address),
-    fence,
-    reportDeadlineMs: 15_000,
-    logger: silentLogger(),
-  });
-  cleanups.push(() => port.close());
-  const coordinator = new Coordinator(port, warehouse, {
-    allowedLatenessMs: SETTINGS.allowedLatenessMs,
-    fence,
-    logger: silentLogger(),
-  });
+  const coordinator = await fencedCoordinator(
+    warehouse,
+    (owner) => nodes[owner === 'shard-a' ? 0 : 1]!.shard.address,
+  );
 
   return { nodes, warehouse, coordinator, bLog, bMetrics };
 }
