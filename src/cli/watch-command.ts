@@ -63,6 +63,8 @@ export interface FollowVersionsOptions {
   /** Ends the watch; followVersions then resolves. */
   readonly signal: AbortSignal;
   readonly onVersion: (version: WatchedVersion) => void;
+  /** Called once, when the first stream is open (before any version). */
+  readonly onWatching?: () => void;
 }
 
 /**
@@ -139,8 +141,7 @@ export function watchCommand(io: CliIo): Command {
 
       const logger = createLogger({ level: flags.logLevel, component: 'watch' });
       const range = { periodType: flags.period, fromMs: flags.from, toMs: flags.to };
-      if (flags.format !== 'json') io.stdout.write(header(flags.format));
-
+      const format = flags.format;
       await withStopSignal((stopped) =>
         whileOutputOpen(io, stopped, (signal) =>
           followVersions({
@@ -150,7 +151,11 @@ export function watchCommand(io: CliIo): Command {
             stallTimeoutMs: flags.stallTimeout,
             logger,
             signal,
-            onVersion: (version) => io.stdout.write(formatVersion(version, flags.format)),
+            // The header once a stream is open: a watch that never connects prints nothing.
+            onWatching: () => {
+              if (format !== 'json') io.stdout.write(header(format));
+            },
+            onVersion: (version) => io.stdout.write(formatVersion(version, format)),
           }),
         ),
       );
@@ -215,6 +220,7 @@ class VersionWatch {
     const { logger, target, range } = this.options;
     const fields = { target, sinceWrittenAtMs: this.seen?.resumeSinceMs };
     if (this.streamsOpened++ === 0) {
+      this.options.onWatching?.();
       logger.info({ ...fields, range }, 'watching versions');
     } else {
       logger.info(
@@ -237,7 +243,8 @@ class VersionWatch {
     if (leftMs <= 0) throw gaveUp(target, stallTimeoutMs, failure);
 
     const delayMs = Math.min(leftMs, Math.round(this.retryMs * (0.5 + Math.random() * 0.5)));
-    logger.info({ target, err: failure, retryInMs: delayMs }, event);
+    // The message says it all; a stack trace per retry would only be noise.
+    logger.info({ target, error: failure.message, retryInMs: delayMs }, event);
     await sleep(delayMs, undefined, { signal }).catch(() => undefined);
     this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
   }
