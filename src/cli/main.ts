@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { ReadOptionsError } from '../ingest/index.js';
 import { demoCommand } from './demo-command.js';
 import { coordinatorCommand } from './coordinator-command.js';
+import { decommissionCommand } from './decommission-command.js';
 import { CommandExit, processIo, type CliIo } from './io.js';
 import { fileCommand, filingsCommand, queryCommand, rejectsCommand } from './query-commands.js';
 import { replayCommand } from './replay-command.js';
@@ -33,6 +34,7 @@ export function buildProgram(io: CliIo = processIo): Command {
     shardCommand(),
     coordinatorCommand(),
     statusCommand(io),
+    decommissionCommand(io),
   ]) {
     program.addCommand(
       command.configureOutput({

@@ -314,6 +314,14 @@ class ShardRole {
     }
     if (isStopping()) return;
     this.membership.once('lost', (err) => this.fail(err));
+    // A shard that starts is a member: a decommission that it outlived is over.
+    if ((await this.store.listLeaving()).includes(f.id)) {
+      await this.store.clearLeaving(f.id);
+      this.logger.info(
+        { shardId: f.id },
+        'leaving mark cleared: this shard takes partitions again',
+      );
+    }
     this.logger.info({ shardId: f.id, address }, 'waiting for ring assignment');
 
     this.subscription = await this.store.watchRing((ring) => {

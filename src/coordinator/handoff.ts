@@ -1,7 +1,8 @@
 /**
  * Partition handoff as the elected coordinator runs it ("pause and copy", see
- * docs/cluster.md): when a registered shard owns nothing and every ring owner is
- * registered, the leader moves whole partitions to it with their state.
+ * docs/cluster.md): when a registered shard owns nothing (scale-out) or a shard marked
+ * as leaving owns partitions (scale-in), and every ring owner is registered, the leader
+ * moves whole partitions with their state, to the joiner or off the leaver.
  *
  * 1. Plan: `next = computeRing(P, registered, ring)` (epoch E+1) is stored in etcd as the
  *    pending ring, over ring E and under the leader's guard.
@@ -47,17 +48,27 @@ export interface PartitionHandoffOptions {
 }
 
 /**
- * The ring a scale-out moves to from `ring`: every registered shard in it, the fewest
- * partitions moved. Undefined unless a registered shard owns nothing, every owner of
- * `ring` is registered, and some partition would move.
+ * The ring a move goes to from `ring`: every registered shard that is not leaving in
+ * it, the fewest partitions moved. Undefined unless every owner of `ring` is registered
+ * (a shard that is down cannot hand its partitions over), some shard may own partitions,
+ * and either one of them owns nothing (it joined) or a leaving shard owns some.
  */
-export function planScaleOut(ring: Ring, shards: readonly ShardInfo[]): Ring | undefined {
+export function planMove(
+  ring: Ring,
+  shards: readonly ShardInfo[],
+  leaving: readonly string[] = [],
+): Ring | undefined {
   const registered = shards.map((s) => s.shardId);
   const owners = shardsOf(ring);
   if (owners.some((owner) => !registered.includes(owner))) return undefined;
-  if (registered.every((id) => owners.includes(id))) return undefined;
 
-  const next = computeRing(ring.partitions, registered, ring);
+  const staying = registered.filter((id) => !leaving.includes(id));
+  if (staying.length === 0) return undefined;
+  const joined = staying.some((id) => !owners.includes(id));
+  const leaves = owners.some((id) => leaving.includes(id));
+  if (!joined && !leaves) return undefined;
+
+  const next = computeRing(ring.partitions, staying, ring);
 
   return diffRings(ring, next).length > 0 ? next : undefined;
 }
@@ -98,7 +109,8 @@ export class PartitionHandoff {
     if (this.mustAbort) return this.abort(ring, 'retrying the abort of a failed move');
     if (Date.now() < this.notBeforeMs) return ring;
 
-    const next = planScaleOut(ring, shards);
+    const leaving = await this.options.store.listLeaving();
+    const next = planMove(ring, shards, leaving);
     if (next === undefined) return ring;
 
     return this.move(ring, next, shards, signal);
@@ -116,8 +128,14 @@ export class PartitionHandoff {
 
     // Plan.
     await store.writePendingRing(next, { expectEpoch: ring.epoch, leadership });
+    const leaving = shardsOf(ring).filter((id) => !next.owners.includes(id));
     this.logger.info(
-      { ringEpoch: ring.epoch, nextEpoch: next.epoch, moves: moves.map(describeMove) },
+      {
+        ringEpoch: ring.epoch,
+        nextEpoch: next.epoch,
+        moves: moves.map(describeMove),
+        ...(leaving.length > 0 ? { leaving } : {}),
+      },
       'partition move planned',
     );
 

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { silentLogger } from '../observability/index.js';
 import { RingError } from './errors.js';
 import {
+  LEAVING_PREFIX,
   PENDING_RING_KEY,
   RING_KEY,
   SHARDS_PREFIX,
@@ -24,7 +25,7 @@ import {
 } from './etcd-keys.js';
 import { EtcdLeadership, readLeader } from './etcd-leadership.js';
 import { EtcdPendingRing } from './etcd-pending-ring.js';
-import { EtcdMembership, type RegisterShardOptions } from './etcd-membership.js';
+import { EtcdMembership, checkShardId, type RegisterShardOptions } from './etcd-membership.js';
 import {
   fromEtcdError,
   revisionNumber,
@@ -194,6 +195,15 @@ export interface CoordinationStore {
    * plus one, and no other ring pending (else 'stale-epoch'). The next ring write ends it.
    */
   writePendingRing(next: Ring, options: WriteRingOptions): Promise<void>;
+  /**
+   * Marks a shard as leaving (decommissioned): the leader moves its partitions to the
+   * other shards and gives it none from then on. Idempotent.
+   */
+  markLeaving(shardId: string): Promise<void>;
+  /** Ends a shard's leaving mark: it may own partitions again. Idempotent. */
+  clearLeaving(shardId: string): Promise<void>;
+  /** The shards marked as leaving, sorted by id. */
+  listLeaving(): Promise<string[]>;
   /** Calls `onChange` with the stored ring now (if there is one) and after every write. */
   watchRing(onChange: (ring: Ring) => void): Promise<Subscription>;
   /** Resolves once `candidateId` leads; until then it waits behind the older candidates. */
@@ -428,6 +438,42 @@ export class EtcdCoordinationStore implements CoordinationStore {
       { epoch: ring.epoch, partitions: ring.partitions, shards: shardsOf(ring).length },
       'ring written',
     );
+  }
+
+  async markLeaving(shardId: string): Promise<void> {
+    this.assertOpen();
+    checkShardId(shardId);
+    await this.ns
+      .put(`${LEAVING_PREFIX}${shardId}`)
+      .value(JSON.stringify({ sinceMs: Date.now() }))
+      .exec()
+      .catch((err: unknown) => {
+        throw fromEtcdError(`marking shard ${shardId} as leaving`, err);
+      });
+  }
+
+  async clearLeaving(shardId: string): Promise<void> {
+    this.assertOpen();
+    await this.ns
+      .delete()
+      .key(`${LEAVING_PREFIX}${shardId}`)
+      .exec()
+      .catch((err: unknown) => {
+        throw fromEtcdError(`clearing the leaving mark of shard ${shardId}`, err);
+      });
+  }
+
+  async listLeaving(): Promise<string[]> {
+    this.assertOpen();
+    const keys = await this.ns
+      .getAll()
+      .prefix(LEAVING_PREFIX)
+      .keys()
+      .catch((err: unknown) => {
+        throw fromEtcdError('listing leaving shards', err);
+      });
+
+    return keys.map((key) => key.slice(LEAVING_PREFIX.length)).sort();
   }
 
   async readPendingRing(): Promise<Ring | undefined> {

@@ -8,7 +8,9 @@
  *   while a move is under way (see `etcd-pending-ring.ts`); a ring write deletes it;
  * - `election/<electionName>/<leaseId>`: a candidate's id, bound to its lease;
  * - `status`: the leader's status record (see `status-record.ts`), rewritten after its
- *   rounds while the leader's election key exists.
+ *   rounds while the leader's election key exists;
+ * - `leaving/<shardId>`: `{"sinceMs"}`, a shard being decommissioned: the leader moves
+ *   its partitions to the others and gives it none; the shard deletes it when it starts.
  */
 import type { ShardInfo } from './coordination-store.js';
 import { RingError } from './errors.js';
@@ -19,6 +21,7 @@ export const RING_KEY = 'ring';
 export const PENDING_RING_KEY = 'pending-ring';
 export const SHARDS_PREFIX = 'shards/';
 export const STATUS_KEY = 'status';
+export const LEAVING_PREFIX = 'leaving/';
 
 export function shardKey(shardId: string): string {
   return `${SHARDS_PREFIX}${shardId}`;

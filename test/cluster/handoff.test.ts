@@ -54,6 +54,7 @@ import { toBatches } from '../support/events.js';
 import { lateModel, type ModelEvent } from '../support/late-model.js';
 import { rowsToCounts, type Counts } from '../support/oracle.js';
 import { postgresTestUrl } from '../support/postgres.js';
+import { runCli } from '../support/cli.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -291,6 +292,7 @@ async function eventually<T>(
 /** A cluster of live shards, a router, a warehouse and the events sent so far. */
 interface Cluster {
   readonly dir: string;
+  readonly clusterName: string;
   readonly store: EtcdCoordinationStore;
   readonly warehouse: Warehouse;
   readonly router: RetryingRouter;
@@ -327,6 +329,7 @@ async function startCluster(): Promise<Cluster> {
 
   return {
     dir,
+    clusterName,
     store,
     warehouse,
     router,
@@ -572,6 +575,88 @@ describe('partition handoff', () => {
         await store.close();
       }
     }
+  });
+
+  it('moves every partition off a decommissioned shard while events flow, and gives it none back', async () => {
+    const cluster = await startCluster();
+    const { shards, ring1 } = await startTwoShards(cluster);
+    await cluster.send(onTime('u-', 150, MONDAY + 10 * HOUR, MONDAY + 13 * HOUR));
+    await cluster.advanceClock(MONDAY + 14 * HOUR);
+    await expectExact(cluster, MONDAY + 14 * HOUR);
+    const fromB = ring1.owners.flatMap((o, p) => (o === 'shard-b' ? [p] : []));
+    expect(fromB.length).toBe(3);
+
+    // `speedlayer decommission` marks shard-b as leaving and waits, while events flow.
+    const etcdFlags = ['--etcd', etcd.endpoint, '--cluster', cluster.clusterName];
+    const decommissioned = runCli(['decommission', ...etcdFlags, '--shard', 'shard-b']);
+    let i = 0;
+    while ((cluster.router.view.current()?.ring.epoch ?? 0) < 2) {
+      if (i > 1000) throw new Error('no move off shard-b within 1000 batches');
+      const t = MONDAY + 14 * HOUR + i * 20_000;
+      const batch: ModelEvent[] = onTime(`v${i}-`, 6, t, t + 20_000);
+      if (i % 4 === 0)
+        batch.push({ userId: `late-${i}`, eventMs: MONDAY + 10 * HOUR + i, receiveMs: t });
+      await cluster.send(batch);
+      i++;
+    }
+    for (let k = 0; k < 8; k++, i++) {
+      const t = MONDAY + 14 * HOUR + i * 20_000;
+      await cluster.send(onTime(`w${i}-`, 6, t, t + 20_000));
+    }
+    const run = await decommissioned;
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('shard-b: marked as leaving; its partitions move to shard-a');
+    expect(run.stdout).toContain('shard-b: owns no partition under ring epoch 2; stop it now\n');
+
+    // Ring 2 is shard-a's alone; shard-b, still registered, serves nothing.
+    const ring2 = (await cluster.store.readRing()) as Ring;
+    expect(ring2.epoch).toBe(2);
+    expect(ring2.owners.every((o) => o === 'shard-a')).toBe(true);
+    expect(diffRings(ring1, ring2).map((m) => m.partition)).toEqual(fromB);
+    await shards.get('shard-a')!.serving(2, [0, 1, 2, 3, 4, 5]);
+    await shards.get('shard-b')!.serving(2, []);
+    expect(cluster.router.duplicates).toBe(0);
+
+    const clock = MONDAY + 14 * HOUR + i * 20_000 + 2 * HOUR;
+    await cluster.advanceClock(clock);
+    const history = await expectExact(cluster, clock);
+    expect(new Set(history.map((r) => r.ringEpoch))).toEqual(new Set([1, 2]));
+
+    // A registered shard that owns nothing is not given partitions back while it leaves.
+    await sleep(1_500);
+    expect((await cluster.store.readRing())?.epoch).toBe(2);
+    expect(await cluster.store.listLeaving()).toEqual(['shard-b']);
+
+    // Its state went with the partitions.
+    const b = shards.get('shard-b') as LiveShard;
+    await b.stop();
+    const store = await LevelStateStore.open(b.stateDir);
+    try {
+      for (const p of fromB) expect(await store.holdsState(p)).toBe(false);
+    } finally {
+      await store.close();
+    }
+
+    // --cancel clears the mark; a shard not registered cannot be decommissioned.
+    const cancelled = await runCli([
+      'decommission',
+      ...etcdFlags,
+      '--shard',
+      'shard-b',
+      '--cancel',
+    ]);
+    expect(cancelled.code).toBe(0);
+    expect(await cluster.store.listLeaving()).toEqual([]);
+    await eventually('shard-b to leave the list', async () =>
+      (await cluster.store.listShards()).every((s) => s.shardId !== 'shard-b') ? true : undefined,
+    );
+    const absent = await runCli(['decommission', ...etcdFlags, '--shard', 'shard-b']);
+    expect(absent.code).toBe(1);
+    expect(absent.stderr).toContain('shard-b is not registered');
+    const last = await runCli(['decommission', ...etcdFlags, '--shard', 'shard-a']);
+    expect(last.code).toBe(1);
+    expect(last.stderr).toContain('no other shard is registered to take the partitions of shard-a');
   });
 
   it('aborts a move whose adopting shard closes mid-copy: the old owners serve under a new epoch', async () => {

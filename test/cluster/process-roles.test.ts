@@ -13,7 +13,8 @@
  *   watermark the next hours' version 1 are exact (the events sent before the kill
  *   included), and no period has a duplicated version;
  * - SIGTERM: every process drains and exits 0.
- * And, with one shard process and rings written by the test: an epoch bump that keeps
+ * And, with one shard process and rings written by the test: the shard clears a leaving
+ * mark of its id when it starts; an epoch bump that keeps
  * the shard's partitions reopens them under the new epoch; a ring that gives half of
  * them to another shard reopens the shard with the other half under the new epoch.
  */
@@ -378,12 +379,18 @@ describe.skipIf(postgresUrl === undefined)('speedlayer shard and coordinator pro
     const name = `${cluster}-ring`;
     const rings = await EtcdCoordinationStore.open({ endpoints: [endpoint], clusterName: name });
     try {
+      // A leaving mark left from an earlier decommission ends when the shard starts.
+      await rings.markLeaving('shard-x');
       const shard = start('shard-x', [
         'shard',
         ...['--id', 'shard-x', '--etcd', endpoint, '--cluster', name, '--partitions', String(P)],
         ...['--data-dir', path.join(dir as string, 'shard-x'), '--lease-ttl', '3s'],
       ]);
+      expect(
+        await shard.waitFor('leaving mark cleared: this shard takes partitions again'),
+      ).toMatchObject({ shardId: 'shard-x' });
       await shard.waitFor('waiting for ring assignment');
+      expect(await rings.listLeaving()).toEqual([]);
       await rings.writeRing(
         { epoch: 1, partitions: P, owners: ['shard-x', 'shard-x', 'shard-x', 'shard-x'] },
         { expectEpoch: 0 },
