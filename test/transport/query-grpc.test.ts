@@ -394,7 +394,7 @@ describe.each(backends)('Query service on $kind', (backend) => {
 
       const both = await runCli(['query', '--target', target.address, ...place.flags]);
 
-      expect(both.code).toBe(1);
+      expect(both.code).toBe(2);
       expect(both.stderr).toContain('--target reads through the Query service');
     } finally {
       await target.close();
