@@ -117,6 +117,8 @@ interface Term {
   latestRing: Ring | undefined;
   /** The registered shards as last applied. */
   shards: readonly ShardInfo[];
+  /** The shards marked as leaving, from their watch (read without waiting on etcd). */
+  leaving: readonly string[];
   /** Moves partitions to shards that join. */
   readonly handoff: PartitionHandoff;
   /** The ring epoch of the last round that every partition reported to. */
@@ -130,6 +132,7 @@ interface Term {
   /** The idle and absent shards last logged, so that each change is logged once. */
   membershipSeen?: string;
   subscription: Subscription | undefined;
+  leavingSubscription: Subscription | undefined;
   /** The term's status record, stored in etcd after its rounds. */
   readonly recorder: StatusRecorder;
 }
@@ -332,6 +335,8 @@ export class CoordinatorService
         coordinator: undefined,
         pendingShards: undefined,
         subscription: undefined,
+        leavingSubscription: undefined,
+        leaving: [],
         recorder: new StatusRecorder({
           ...this.options.status,
           leaderId: this.options.candidateId,
@@ -353,6 +358,12 @@ export class CoordinatorService
       });
       term.subscription.on('failure', (err) => this.fail(err, 'shard watch failed; retrying'));
       term.subscription.on('listenerError', (err) => this.fail(err, 'shard watch listener failed'));
+      term.leavingSubscription = await store.watchLeaving((leaving) => {
+        t.leaving = leaving;
+      });
+      term.leavingSubscription.on('failure', (err) =>
+        this.fail(err, 'leaving-shard watch failed; retrying'),
+      );
 
       await this.runRounds(store, term);
     } catch (err) {
@@ -492,7 +503,7 @@ export class CoordinatorService
 
     let now: Ring;
     try {
-      now = await term.handoff.step(ring, term.shards, term.ended.signal);
+      now = await term.handoff.step(ring, term.shards, term.leaving, term.ended.signal);
     } catch (err) {
       if (term.ended.signal.aborted || isRingError(err, 'not-leader')) throw err;
       this.fail(err, 'partition move failed; it is tried again later');
@@ -563,6 +574,9 @@ export class CoordinatorService
       term.port?.close();
       term.port = undefined;
       await term.subscription?.close().catch((err: unknown) => this.fail(err, 'closing watch'));
+      await term.leavingSubscription
+        ?.close()
+        .catch((err: unknown) => this.fail(err, 'closing watch'));
     }
     if (this.term === term) this.term = undefined;
     if (leadership.state === 'leading') {

@@ -105,11 +105,15 @@ export class PartitionHandoff {
    * itself when nothing was written). Rejects when a ring write fails: with 'not-leader'
    * the term is over; otherwise the next step tries again.
    */
-  async step(ring: Ring, shards: readonly ShardInfo[], signal: AbortSignal): Promise<Ring> {
+  async step(
+    ring: Ring,
+    shards: readonly ShardInfo[],
+    leaving: readonly string[],
+    signal: AbortSignal,
+  ): Promise<Ring> {
     if (this.mustAbort) return this.abort(ring, 'retrying the abort of a failed move');
     if (Date.now() < this.notBeforeMs) return ring;
 
-    const leaving = await this.options.store.listLeaving();
     const next = planMove(ring, shards, leaving);
     if (next === undefined) return ring;
 

@@ -204,6 +204,8 @@ export interface CoordinationStore {
   clearLeaving(shardId: string): Promise<void>;
   /** The shards marked as leaving, sorted by id. */
   listLeaving(): Promise<string[]>;
+  /** Calls `onChange` with the leaving shards now and after every change of the marks. */
+  watchLeaving(onChange: (shardIds: string[]) => void): Promise<Subscription>;
   /** Calls `onChange` with the stored ring now (if there is one) and after every write. */
   watchRing(onChange: (ring: Ring) => void): Promise<Subscription>;
   /** Resolves once `candidateId` leads; until then it waits behind the older candidates. */
@@ -474,6 +476,15 @@ export class EtcdCoordinationStore implements CoordinationStore {
       });
 
     return keys.map((key) => key.slice(LEAVING_PREFIX.length)).sort();
+  }
+
+  watchLeaving(onChange: (shardIds: string[]) => void): Promise<Subscription> {
+    return this.watch({
+      target: { prefix: LEAVING_PREFIX },
+      read: () => this.listLeaving(),
+      same: (a, b) => JSON.stringify(a) === JSON.stringify(b),
+      deliver: onChange,
+    });
   }
 
   async readPendingRing(): Promise<Ring | undefined> {
