@@ -21,7 +21,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -37,6 +36,7 @@ import type { PartitionBatch } from '../../src/shard/types.js';
 import type { VersionRow } from '../../src/sink/index.js';
 import { Warehouse } from '../../src/sink/warehouse.js';
 import { ShardRpcClient } from '../../src/transport/shard-client.js';
+import { freePorts } from '../../cluster/ports.js';
 import { startEtcd, type EtcdServer } from '../support/etcd.js';
 import { rng, toBatches, type TestEvent } from '../support/events.js';
 import { bruteForceCounts, rowsToCounts, type Counts } from '../support/oracle.js';
@@ -146,18 +146,6 @@ function start(name: string, args: readonly string[]): Proc {
   return proc;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-
-  return port;
-}
-
 async function eventually<T>(
   what: string,
   probe: () => Promise<T | undefined>,
@@ -250,7 +238,8 @@ describe.skipIf(postgresUrl === undefined)('speedlayer shard and coordinator pro
   it('publish exact hours, survive a SIGKILLed shard, and drain on SIGTERM', async () => {
     const endpoint = (etcd as EtcdServer).endpoint;
     const ports = new Map<string, number>();
-    for (const id of SHARD_IDS) ports.set(id, await freePort());
+    const free = await freePorts(SHARD_IDS.length);
+    SHARD_IDS.forEach((id, i) => ports.set(id, free[i] as number));
     const shardArgs = (id: string): string[] => [
       'shard',
       ...['--id', id, '--etcd', endpoint, '--cluster', cluster, '--partitions', String(P)],
