@@ -1,3 +1,5 @@
+export { NotPublishedError } from './errors.js';
+export type { NotPublishedWhy } from './errors.js';
 export { MIGRATIONS, applyMigrations } from './migrations.js';
 export type { Migration } from './migrations.js';
 export { PGLITE_MEMORY, PgliteClient, PostgresClient } from './sql-client.js';

@@ -17,6 +17,7 @@ import {
   WEEK_MS,
   type PeriodType,
 } from '../periods/index.js';
+import { NotPublishedError } from './errors.js';
 import { applyMigrations } from './migrations.js';
 import { PgliteClient, PostgresClient, type SqlClient, type SqlClientKind } from './sql-client.js';
 import type {
@@ -277,8 +278,9 @@ export class Warehouse {
   }
 
   /**
-   * Records that the period's current published version was reported outside. Fails when
-   * the period has no published version (absent, or provisional only).
+   * Records that the period's current published version was reported outside. Fails with
+   * {@link NotPublishedError} when the period has no published version (absent, or
+   * provisional only).
    */
   async fileCurrent(args: FileCurrentArgs): Promise<FilingRow> {
     const period = { type: args.periodType, startMs: args.periodStartMs };
@@ -304,9 +306,10 @@ export class Warehouse {
        WHERE period_type = $1 AND period_start = ${tsOf('$2::float8')}`,
       [args.periodType, args.periodStartMs],
     );
-    const why = current === undefined ? 'it has no number at all' : 'it is still provisional';
-
-    throw new Error(`cannot file ${describePeriod(period)}: no published version (${why})`);
+    throw new NotPublishedError(
+      period,
+      current === undefined ? 'it has no number at all' : 'it is still provisional',
+    );
   }
 
   /** Every filing, oldest first, beside its period's current number. */

@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 
 import { MAX_EVENT_MS, MIN_EVENT_MS } from '../ingest/index.js';
 import { describePeriod, periodStart } from '../periods/index.js';
-import type { VersionRow, Warehouse } from '../sink/index.js';
+import { NotPublishedError, type VersionRow, type Warehouse } from '../sink/index.js';
 import { SERVER_KEEPALIVE_OPTIONS } from './keepalive.js';
 import {
   addSpeedlayerService,
@@ -247,13 +247,8 @@ function failedCall(method: string, error: unknown, logger: Logger | undefined):
 }
 
 /**
- * Files the period's current published version. The warehouse refuses an unpublished
- * period with a plain Error, so the period is checked here first to answer with a typed
- * failure; the check cannot go stale in the harmful direction, since a published version
- * never goes away.
- *
- * Known shortcoming (open work, no issue yet): Warehouse.fileCurrent should throw a typed
- * error, which would make the extra read unnecessary.
+ * Files the period's current published version; the warehouse refuses an unpublished
+ * period, in the same statement that would file it.
  */
 async function createFiling(
   warehouse: QueryWarehouse,
@@ -281,22 +276,19 @@ async function createFiling(
     );
   }
 
-  const range = { periodType: period.type, fromMs: period.startMs, toMs: period.startMs + 1 };
-  const [current] = await warehouse.queryCurrent(range);
-  if (current === undefined || current.version < 1) {
-    const why = current === undefined ? 'it has no number at all' : 'it is still provisional';
-    throw new QueryError(
-      'not-published',
-      `cannot file ${describePeriod(period)}: no published version (${why})`,
-    );
-  }
-
-  const filing = await warehouse.fileCurrent({
-    periodType: period.type,
-    periodStartMs: period.startMs,
-    filedBy: request.filed_by,
-    note: request.note,
-  });
+  const filing = await warehouse
+    .fileCurrent({
+      periodType: period.type,
+      periodStartMs: period.startMs,
+      filedBy: request.filed_by,
+      note: request.note,
+    })
+    .catch((err: unknown) => {
+      if (err instanceof NotPublishedError) {
+        throw new QueryError('not-published', err.message, { cause: err });
+      }
+      throw err;
+    });
 
   return { filing: filingRowToWire(filing) };
 }

@@ -259,6 +259,16 @@ describe('speedlayer replay and query', () => {
       '[SL-CLI-003] 2026-01-05T05:00:00Z is not the start of a day',
     );
 
+    // Well-formed but refused by the store: the same code the Query service answers with.
+    const unpublished = await runCli([
+      'file',
+      ...['--period', 'day', '--start', '2026-02-01', '--by', 'x', '--data-dir', twice],
+    ]);
+    expect(unpublished.code).toBe(1);
+    expect(unpublished.stderr).toBe(
+      'speedlayer: [SL-QUERY-002] cannot file day 2026-02-01T00:00:00Z: no published version (it has no number at all)\n',
+    );
+
     const garbage = path.join(dir, 'garbage.csv');
     await fs.writeFile(garbage, 'u,t\n,2026-01-05T10:00:00Z\nx,never\n');
     const allRejected = await runCli([

@@ -421,12 +421,20 @@ describe.each(backends)('Warehouse on $kind', (backend) => {
     await expect(
       warehouse.fileCurrent({ periodType: 'day', periodStartMs: DAY, filedBy: 'finance' }),
     ).rejects.toThrow(
-      'cannot file day 2026-03-24T00:00:00Z: no published version (it is still provisional)',
+      '[SL-QUERY-002] cannot file day 2026-03-24T00:00:00Z: no published version (it is still provisional)',
     );
+    await expect(
+      warehouse.fileCurrent({ periodType: 'day', periodStartMs: DAY, filedBy: 'finance' }),
+    ).rejects.toMatchObject({
+      name: 'NotPublishedError',
+      code: 'SL-QUERY-002',
+      why: 'it is still provisional',
+      period: { type: 'day', startMs: DAY },
+    });
     await expect(
       warehouse.fileCurrent({ periodType: 'week', periodStartMs: weekStart(DAY), filedBy: 'x' }),
     ).rejects.toThrow(
-      'cannot file week 2026-03-23T00:00:00Z: no published version (it has no number at all)',
+      '[SL-QUERY-002] cannot file week 2026-03-23T00:00:00Z: no published version (it has no number at all)',
     );
     expect(await warehouse.listFilings()).toEqual([]);
     await warehouse.close();
