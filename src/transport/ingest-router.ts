@@ -12,8 +12,9 @@
  * those that count (see PartitionActor): a router counts while it is heard from. In
  * `wall-clock` mode the clock's marks go out every second; in the other modes a router
  * that had input in the last {@link ACTIVE_AFTER_INPUT_MS} repeats its mark every
- * `heartbeatMs` when nothing else went out, and falls silent once idle or finished, so
- * that it stops holding other routers' periods back.
+ * `heartbeatMs` to each partition it sent nothing else to in that time (a router busy
+ * with a few partitions must not fall silent on the others), and falls silent once idle
+ * or finished, so that it stops holding other routers' periods back.
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -88,8 +89,8 @@ export interface IngestRouterOptions extends IngestSettings {
   /** How often the wall clock moves the watermark in `wall-clock` mode. @default 1000 */
   readonly clockTickMs?: number;
   /**
-   * In `event-time` and `receive-time` modes, how often the router repeats its mark to
-   * every partition while it has input and nothing else went out. @default 2000
+   * In `event-time` and `receive-time` modes, how often the router repeats its mark, while
+   * it has input, to each partition that nothing else went out to. @default 2000
    */
   readonly heartbeatMs?: number;
   /** Least time between two writes of `router.json`. @default 1000 */
@@ -150,7 +151,8 @@ export class IngestRouter {
   private seenEpoch: number | undefined;
   private deadLettersFailing = false;
   private lastInputAtMs = Number.NEGATIVE_INFINITY;
-  private lastSentAtMs = Number.NEGATIVE_INFINITY;
+  /** Per partition: when a batch (events or a mark) last went out to it. */
+  private readonly lastSentAtMs: Float64Array;
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -162,6 +164,7 @@ export class IngestRouter {
     this.senderId = `${options.nodeId}@${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
     this.durableState = router.state;
     this.writtenState = router.state;
+    this.lastSentAtMs = new Float64Array(options.partitions).fill(Number.NEGATIVE_INFINITY);
     this.delivery = new PartitionDelivery({
       ...options.delivery,
       nodeId: options.nodeId,
@@ -276,7 +279,7 @@ export class IngestRouter {
       this.tick();
       const watermarkMs = this.router.watermark;
       if (!Number.isFinite(watermarkMs)) return undefined;
-      await this.deliver(watermarkBatches(this.options.partitions, watermarkMs));
+      await this.deliver(watermarkBatches(allPartitions(this.options.partitions), watermarkMs));
 
       return watermarkMs;
     }
@@ -363,7 +366,8 @@ export class IngestRouter {
 
   /** Queues the batches of one routing; notes the router's position once they are durable. */
   private deliver(batches: readonly PartitionBatch[]): Promise<void> {
-    if (batches.length > 0) this.lastSentAtMs = Date.now();
+    const nowMs = Date.now();
+    for (const batch of batches) this.lastSentAtMs[batch.partition] = nowMs;
     const entry: InFlight = { state: this.router.state, done: false };
     this.inFlight.push(entry);
     const all = Promise.all(batches.map((b) => this.delivery.send(b)));
@@ -385,18 +389,22 @@ export class IngestRouter {
   }
 
   /**
-   * Repeats the mark to every partition (`event-time`, `receive-time`) while the router
-   * has had input lately and nothing went out for a heartbeat.
+   * Repeats the mark (`event-time`, `receive-time`) to each partition that nothing went
+   * out to for a heartbeat, while the router has had input lately.
    */
   private beat(heartbeatMs: number): void {
     if (this.closing !== undefined || !this.ready) return;
     const nowMs = Date.now();
     if (nowMs - this.lastInputAtMs >= ACTIVE_AFTER_INPUT_MS) return;
-    if (nowMs - this.lastSentAtMs < heartbeatMs) return;
     const watermarkMs = this.router.watermark;
     if (!Number.isFinite(watermarkMs)) return;
+    const quiet: number[] = [];
+    this.lastSentAtMs.forEach((sentAtMs, partition) => {
+      if (nowMs - sentAtMs >= heartbeatMs) quiet.push(partition);
+    });
+    if (quiet.length === 0) return;
 
-    this.deliver(watermarkBatches(this.options.partitions, watermarkMs)).catch(() => undefined);
+    this.deliver(watermarkBatches(quiet, watermarkMs)).catch(() => undefined);
   }
 
   private async storeDeadLetters(rows: readonly DeadLetterWrite[]): Promise<void> {
@@ -506,12 +514,17 @@ export class IngestRouter {
   }
 }
 
+/** 0 .. P - 1. */
+function allPartitions(partitions: number): number[] {
+  return Array.from({ length: partitions }, (_, partition) => partition);
+}
+
 /**
- * A mark of `watermarkMs` and no event for every partition: behind everything queued
- * before it in each partition's FIFO, so that its delivery means theirs too.
+ * A mark of `watermarkMs` and no event for each of the partitions: behind everything
+ * queued before it in each partition's FIFO, so that its delivery means theirs too.
  */
-function watermarkBatches(partitions: number, watermarkMs: number): PartitionBatch[] {
-  return Array.from({ length: partitions }, (_, partition) => ({
+function watermarkBatches(partitions: readonly number[], watermarkMs: number): PartitionBatch[] {
+  return partitions.map((partition) => ({
     partition,
     length: 0,
     userIds: [],

@@ -6,6 +6,8 @@
  *   nothing closes early: every period's first version equals the brute-force recount
  *   of both streams, and none is restated (each router repeats its mark while it has
  *   input, so the slow one keeps counting while it sends nothing new);
+ * - the same when the slow router is busy sending to one partition only, with a mark
+ *   that does not move: it repeats its mark to the partitions it sends nothing to;
  * - a router that falls silent without finishing (closed mid-stream) holds the periods
  *   after its mark back until the partitions stop counting it, then they close on the
  *   other router's mark; a partition host reopened from its store counts it again at
@@ -20,6 +22,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Coordinator } from '../../src/coordinator/coordinator.js';
 import { createMetricsRegistry, silentLogger } from '../../src/observability/index.js';
 import { PartitionHost } from '../../src/shard/partition-host.js';
+import { hashUserId, partitionOf } from '../../src/shard/user-hash.js';
 import type { VersionRow } from '../../src/sink/index.js';
 import { Warehouse } from '../../src/sink/warehouse.js';
 import { ShardMetrics } from '../../src/transport/shard-metrics.js';
@@ -153,6 +156,16 @@ async function routerGauge(metrics: ShardMetrics): Promise<Record<string, number
   return Object.fromEntries((gauge?.values ?? []).map((v) => [String(v.labels.state), v.value]));
 }
 
+/** The `skip`-th id `prefix-k` whose user falls into `partition`. */
+function userIn(partition: number, prefix: string, skip = 0): string {
+  const hash = { hi: 0, lo: 0 };
+  for (let k = 0, found = 0; ; k++) {
+    const id = `${prefix}-${k}`;
+    hashUserId(id, hash);
+    if (partitionOf(hash, P) === partition && found++ === skip) return id;
+  }
+}
+
 function published(history: readonly VersionRow[]): string[] {
   return history.map((v) => `${v.periodType}@${new Date(v.periodStartMs).toISOString()}`);
 }
@@ -193,6 +206,48 @@ describe('several routers', () => {
     );
 
     for (const batch of slowBatches.slice(2)) await b.ingest.send(batch);
+    await a.ingest.finish();
+    await b.ingest.finish();
+    await coordinator.round();
+
+    const history = await warehouse.queryHistory();
+    const expected = bruteForceCounts([...fast, ...slow]);
+    expect(history.filter((v) => v.version > 1)).toEqual([]);
+    expect(diffCounts(expected, rowsToCounts(history))).toEqual([]);
+    expect(history).toHaveLength(expected.size);
+  });
+
+  it('keeps counting a router that sends to one partition only, on the others too', async () => {
+    const dir = await tempDir('speedlayer-busy-router-');
+    const { nodes, warehouse, coordinator } = await twoNodes(dir);
+    const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
+    const fast = stream('fast', 3000, 3, 400);
+    const hot = userIn(0, 'hot');
+    // The slow router starts at Monday 00:00, then for longer than the silence sends one
+    // user of partition 0 at 01:00 again and again: its mark stays at 00:50 and nothing
+    // but those batches goes out to partition 0. Its last events, at 01:30, are on time
+    // for partitions 1 to 3, which must have kept counting its mark meanwhile.
+    const slow: Event[] = [{ userId: hot, eventMs: MONDAY }];
+    const fastBatches = requests(fast, 100, 'fast');
+    await b.ingest.send(requests(slow, 5, 'slow-first')[0]!);
+    await a.ingest.send(fastBatches[0]!);
+    const busyUntil = Date.now() + 3 * SILENCE_MS;
+    const busy = (async () => {
+      for (let i = 0; Date.now() < busyUntil; i++) {
+        const repeat = { userId: hot, eventMs: MONDAY + HOUR };
+        slow.push(repeat);
+        await b.ingest.send(requests([repeat], 5, `slow-hot-${i}`)[0]!);
+        await sleep(100);
+      }
+    })();
+    for (const batch of fastBatches.slice(1)) await a.ingest.send(batch);
+    await busy;
+    const last = [1, 2, 3].map((p) => ({
+      userId: userIn(p, 'slow'),
+      eventMs: MONDAY + 90 * 60_000,
+    }));
+    slow.push(...last);
+    expect((await b.ingest.send(requests(last, 5, 'slow-last')[0]!)).accepted).toBe(3);
     await a.ingest.finish();
     await b.ingest.finish();
     await coordinator.round();
