@@ -66,7 +66,10 @@ interface Restatement {
  *
  * 1. closes each period whose end plus the allowed lateness every partition
  *    has passed: version 1, `final`, is the sum of the partitions' seal
- *    counts (the counts they had when their watermark passed);
+ *    counts (the counts they had when their watermark passed). Each partition
+ *    is judged by the later of its own lateness (fixed in its data directory,
+ *    sent with its report) and the coordinator's, so that no period closes
+ *    before every partition has sealed it;
  * 2. restates each published period that late events gave new users: the
  *    sum of the partitions' current counts becomes a new version, `restated`,
  *    when it is higher than the last one (a round that adds no user writes
@@ -82,6 +85,8 @@ export class Coordinator {
   private provisional = new Map<string, number>();
   private provisionalHour = Number.NEGATIVE_INFINITY;
   private loaded = false;
+  /** Partition latenesses unlike the coordinator's that were logged already. */
+  private readonly loggedLateness = new Set<number>();
 
   constructor(
     private readonly partitions: PartitionsPort,
@@ -131,14 +136,15 @@ export class Coordinator {
       };
     }
     const globalWatermarkMs = Math.min(...reports.map((r) => r.watermarkMs));
+    const closedThroughMs = this.closedThrough(reports);
 
     // Decide.
-    const finals = this.finals(reports, globalWatermarkMs);
+    const finals = this.finals(reports, closedThroughMs, globalWatermarkMs);
     // Before the restatements: a period can close and be restated in one round.
     for (const write of finals) this.noteVersion(write);
     const restatements = this.restatements(reports);
     const restatedKeys = [...restatements.keys()];
-    const provisionalKeys = this.provisionalKeys(reports, globalWatermarkMs);
+    const provisionalKeys = this.provisionalKeys(reports, closedThroughMs, globalWatermarkMs);
     const counts = await this.sumCounts([...restatedKeys, ...provisionalKeys]);
 
     const versions: VersionWrite[] = [...finals];
@@ -216,8 +222,41 @@ export class Coordinator {
     return missing;
   }
 
+  /**
+   * The latest instant through which every partition has sealed the periods ending by it:
+   * the lowest watermark less lateness, each partition's lateness being the later of its
+   * own and the coordinator's. Logs once per lateness a partition has unlike the
+   * coordinator's.
+   */
+  private closedThrough(reports: readonly PartitionReport[]): number {
+    const own = this.options.allowedLatenessMs;
+    let closedThroughMs = Number.POSITIVE_INFINITY;
+    for (const report of reports) {
+      const theirs = report.allowedLatenessMs ?? own;
+      if (theirs !== own && !this.loggedLateness.has(theirs)) {
+        this.loggedLateness.add(theirs);
+        this.options.logger.warn(
+          {
+            partition: report.partition,
+            partitionLatenessMs: theirs,
+            coordinatorLatenessMs: own,
+            closingLatenessMs: Math.max(own, theirs),
+          },
+          'a partition seals with another allowed lateness than the coordinator; periods close by the later of the two',
+        );
+      }
+      closedThroughMs = Math.min(closedThroughMs, report.watermarkMs - Math.max(own, theirs));
+    }
+
+    return closedThroughMs;
+  }
+
   /** Version 1 of each period that every partition has sealed and that has none yet. */
-  private finals(reports: readonly PartitionReport[], globalWatermarkMs: number): VersionWrite[] {
+  private finals(
+    reports: readonly PartitionReport[],
+    closedThroughMs: number,
+    globalWatermarkMs: number,
+  ): VersionWrite[] {
     const sums = new Map<string, number>();
     for (const report of reports) {
       for (const seal of report.seals) sums.set(seal.key, (sums.get(seal.key) ?? 0) + seal.count);
@@ -229,7 +268,7 @@ export class Coordinator {
     for (const [key, sum] of sums) {
       if (this.published.has(key)) continue;
       const period = parsePeriodKey(key);
-      if (periodEnd(period) + this.options.allowedLatenessMs > globalWatermarkMs) continue;
+      if (periodEnd(period) > closedThroughMs) continue;
       writes.push(
         versionWrite(
           period,
@@ -300,6 +339,7 @@ export class Coordinator {
   /** Open days and weeks to refresh, once per hour boundary the watermark crosses. */
   private provisionalKeys(
     reports: readonly PartitionReport[],
+    closedThroughMs: number,
     globalWatermarkMs: number,
   ): string[] {
     const hour = Math.floor(globalWatermarkMs / HOUR_MS);
@@ -310,7 +350,7 @@ export class Coordinator {
     for (const report of reports) {
       for (const key of report.openPeriods) {
         const period = parsePeriodKey(key);
-        if (periodEnd(period) + this.options.allowedLatenessMs > globalWatermarkMs) keys.add(key);
+        if (periodEnd(period) > closedThroughMs) keys.add(key);
       }
     }
 

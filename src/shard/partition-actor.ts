@@ -250,6 +250,7 @@ export class PartitionActor {
       seals: [...this.seals].map(([key, count]) => ({ key, count })),
       changes: [...this.changes].map(([key, c]) => ({ key, ...c })),
       openPeriods,
+      allowedLatenessMs: this.latenessMs,
     };
   }
 

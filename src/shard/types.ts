@@ -41,6 +41,11 @@ export interface PartitionReport {
   readonly changes: readonly PeriodChange[];
   /** Keys of the open days and weeks that hold data in this partition. */
   readonly openPeriods: readonly string[];
+  /**
+   * The allowed lateness the partition seals with: a period is sealed once the watermark
+   * passes its end plus this. Undefined when a shard did not say (older than the field).
+   */
+  readonly allowedLatenessMs?: number;
 }
 
 /** A write to the shard's durable store. */

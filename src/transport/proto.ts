@@ -605,6 +605,9 @@ export function reportToWire(report: PartitionReport): PartitionReportWireInput 
     seals: report.seals.map((s) => ({ period: periodKeyToWire(s.key), count: s.count })),
     changes: report.changes.map(periodChangeToWire),
     open_periods: report.openPeriods.map(periodKeyToWire),
+    ...(report.allowedLatenessMs === undefined
+      ? {}
+      : { allowed_lateness_ms: report.allowedLatenessMs }),
   };
 }
 
@@ -615,6 +618,9 @@ export function reportFromWire(wire: PartitionReportWire): PartitionReport {
     seals: wire.seals.map((s) => ({ key: periodKeyFromWire(s.period), count: s.count })),
     changes: wire.changes.map(periodChangeFromWire),
     openPeriods: wire.open_periods.map(periodKeyFromWire),
+    ...(wire.allowed_lateness_ms === undefined
+      ? {}
+      : { allowedLatenessMs: wire.allowed_lateness_ms }),
   };
 }
 

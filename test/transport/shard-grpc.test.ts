@@ -7,6 +7,8 @@
  *   events included;
  * - one shard stops: the round reports its partitions missing and publishes no final
  *   number; it restarts from its LevelDB and the right number is published;
+ * - a coordinator with less allowed lateness than the shards closes a period only once
+ *   every partition has sealed it by its own lateness (never with some seals missing);
  * - a Route resent with the same (sender, sequence) changes nothing, also after a
  *   restart; one that skips a sequence is refused with SL-SHARD-006;
  * - Acknowledge: a repeat of (fencing token, round) is a no-op, and a lower fencing
@@ -20,6 +22,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { Coordinator } from '../../src/coordinator/coordinator.js';
@@ -367,6 +370,56 @@ describe('Coordinator over GrpcPartitionsPort', () => {
     expect(versionValues(await warehouse.queryHistory({}))).toMatchObject([
       { periodType: 'hour', periodStartMs: hour, version: 1, distinctUsers: 300, status: 'final' },
     ]);
+  });
+
+  it('closes a period only once every partition sealed it by its own lateness, not the lower one of the coordinator', async () => {
+    const dir = await tempDir();
+    // The shards seal with 10 minutes of lateness (fixed in their data directories); the
+    // coordinator was started with none, as after a configuration change that restarted
+    // only the coordinators.
+    const even = await TestShard.start(path.join(dir, 'shard-even'), EVEN);
+    const odd = await TestShard.start(path.join(dir, 'shard-odd'), ODD);
+    const addresses = ALL.map((p) => (p % 2 === 0 ? even.address : odd.address));
+    const warehouse = await openWarehouse(path.join(dir, 'cluster'));
+    const fence = { ringEpoch: 0, fencingToken: 1 };
+    await warehouse.claimFence(fence);
+    const port = new GrpcPartitionsPort({ addresses, fence, logger: silentLogger() });
+    cleanups.push(() => port.close());
+    const logged: Record<string, unknown>[] = [];
+    const logger = pino(
+      { level: 'warn' },
+      { write: (line: string) => logged.push(JSON.parse(line)) },
+    );
+    const coordinator = new Coordinator(port, warehouse, { allowedLatenessMs: 0, fence, logger });
+    const router = new EventRouter({ ...settings, now });
+    const sender = new Sender('node-1', addresses);
+    const hour = MONDAY + 10 * HOUR;
+    const users = Array.from({ length: 300 }, (_, i) => `user-${i}`);
+    const events = users.map((userId, i) => ({ userId, eventMs: hour + i, receiveMs: hour + i }));
+    await sender.send(router.route(toBatches(events, 1000)[0]!).batches);
+
+    // Every partition passes the hour's end, 5 minutes into its lateness; then the even
+    // ones pass its close point and seal it, the odd ones not yet.
+    await sender.send(router.advanceClock(hour + HOUR + 5 * MIN));
+    const tick = router.advanceClock(hour + HOUR + settings.allowedLatenessMs + MIN);
+    await sender.send(tick.filter((b) => EVEN.includes(b.partition)));
+    expect(await coordinator.round()).toMatchObject({ missingPartitions: [], finals: 0 });
+    expect(await warehouse.queryHistory({})).toEqual([]);
+    expect(logged.map((l) => [l.msg, l.partitionLatenessMs, l.coordinatorLatenessMs])).toEqual([
+      [
+        'a partition seals with another allowed lateness than the coordinator; periods close by the later of the two',
+        settings.allowedLatenessMs,
+        0,
+      ],
+    ]);
+
+    await sender.send(tick.filter((b) => ODD.includes(b.partition)));
+    expect(await coordinator.round()).toMatchObject({ finals: 1, restated: 0 });
+    await coordinator.round();
+    expect(versionValues(await warehouse.queryHistory({}))).toMatchObject([
+      { periodType: 'hour', periodStartMs: hour, version: 1, distinctUsers: 300, status: 'final' },
+    ]);
+    expect(logged).toHaveLength(1);
   });
 });
 
