@@ -213,6 +213,15 @@ const VERSIONS_BY_WRITTEN_AT = `
 CREATE INDEX period_version_written_at ON period_version (written_at);
 `;
 
+// A dead letter is one rejected event: (source, line) and what was read there. Keyed by
+// (source, line) alone, a client that reused a batch id or a line number for other events
+// lost the later rejects without a word; a resent batch (the same events) still keeps one
+// row per event.
+const DEAD_LETTER_BY_CONTENT = `
+ALTER TABLE dead_letter DROP CONSTRAINT dead_letter_source_line_key;
+CREATE UNIQUE INDEX dead_letter_event ON dead_letter (source, line, md5(raw));
+`;
+
 /** Every migration, in the order it runs. Append only; never edit one that has shipped. */
 // Trigger functions resolve table names through search_path. Pin each to the
 // schema it was created in, so that a session with another search_path can
@@ -233,6 +242,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { id: '0004_writer_fence', sql: WRITER_FENCE },
   { id: '0005_pin_function_schema', sql: PIN_FUNCTION_SCHEMA },
   { id: '0006_versions_by_written_at', sql: VERSIONS_BY_WRITTEN_AT },
+  { id: '0007_dead_letter_by_content', sql: DEAD_LETTER_BY_CONTENT },
 ];
 
 /**

@@ -198,13 +198,17 @@ export class Warehouse {
     return published;
   }
 
-  /** Keeps rejected events in the dead-letter table; recording one twice keeps one row. */
+  /**
+   * Keeps rejected events in the dead-letter table, one row per (source, line, raw):
+   * recording an event twice keeps one row, and another event under a (source, line)
+   * already used is kept beside the first.
+   */
   async recordRejects(rows: readonly DeadLetterWrite[]): Promise<void> {
     for (const chunk of chunks(rows, ROWS_PER_STATEMENT)) {
       await this.client.query(
         `INSERT INTO dead_letter (source, line, reason, detail, raw)
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
-         ON CONFLICT (source, line) DO NOTHING`,
+         ON CONFLICT (source, line, md5(raw)) DO NOTHING`,
         [
           chunk.map((row) => storableText(row.source)),
           chunk.map((row) => row.line),

@@ -4,8 +4,9 @@
  * pass become an {@link EventBatch}, and the others, with the batch's unreadable records,
  * become dead letters.
  *
- * Dead letters are keyed by (source, line), so that a batch sent twice keeps one row per
- * event. An event with a line is kept under (source, line); one without (line 0) under
+ * Dead letters are keyed by (source, line) and what was read there, so that a batch sent
+ * twice keeps one row per event, and a batch id reused for other events keeps those too.
+ * An event with a line is kept under (source, line); one without (line 0) under
  * (`<source>#<batch_id>`, its index + 1), and an unreadable record without a line under
  * the same source after the events (events + its index + 1).
  */

@@ -179,6 +179,7 @@ describe.each(backends)('Warehouse on $kind', (backend) => {
         '0004_writer_fence',
         '0005_pin_function_schema',
         '0006_versions_by_written_at',
+        '0007_dead_letter_by_content',
       ]);
       expect(await client.query('SHOW TimeZone')).toEqual([{ TimeZone: 'UTC' }]);
     } finally {
@@ -605,6 +606,27 @@ describe.each(backends)('Warehouse on $kind', (backend) => {
     expect(summary.examples.too_old).toBeUndefined();
 
     expect((await warehouse.rejectSummary()).examples.invalid_user_id).toHaveLength(3);
+    await warehouse.close();
+  });
+
+  it('keeps another event recorded under a (source, line) already used beside the first', async () => {
+    const warehouse = await openFresh();
+    // A client that reused a batch id: line 1 of `svc#dup-1` is two different events.
+    const first = reject(1, { source: 'svc#dup-1', raw: '{"user_id":""}' });
+    const other = reject(1, {
+      source: 'svc#dup-1',
+      reason: 'too_old',
+      detail: 'far behind the watermark',
+      raw: '{"user_id":"victim","event_time_ms":1000}',
+    });
+
+    await warehouse.recordRejects([first]);
+    await warehouse.recordRejects([other, first]);
+    await warehouse.recordRejects([other]);
+
+    const summary = await warehouse.rejectSummary(5);
+    expect(summary.counts).toEqual({ invalid_user_id: 1, too_old: 1 });
+    expect(summary.examples).toEqual({ invalid_user_id: [first], too_old: [other] });
     await warehouse.close();
   });
 
