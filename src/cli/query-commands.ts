@@ -9,10 +9,21 @@ import {
   formatRejects,
   type OutputFormat,
 } from '../query/index.js';
+import { filingTextProblem } from '../sink/index.js';
+import { MAX_EXAMPLES_PER_REASON } from '../transport/query-server.js';
 import { CommandExit, type CliIo } from './io.js';
 import { withQuerySource, withSourceFlags, type SourceFlags } from './query-source.js';
 
 const formatFlag = choiceFlag(['table', 'csv', 'json'] as const);
+
+function examplesFlag(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isInteger(n) || n < 0 || n > MAX_EXAMPLES_PER_REASON) {
+    throw new Error(`not a whole number from 0 to ${MAX_EXAMPLES_PER_REASON}: '${value}'`);
+  }
+
+  return n;
+}
 
 interface QueryFlags extends SourceFlags {
   period?: PeriodType;
@@ -68,10 +79,15 @@ export function fileCommand(io: CliIo): Command {
 
   return command.action(async (flags: FileFlags, self: Command) => {
     if (periodStart(flags.period, flags.start) !== flags.start) {
-      throw new Error(
+      throw new CommandExit(
+        2,
         `[SL-CLI-003] ${isoSeconds(flags.start)} is not the start of a ${flags.period}`,
       );
     }
+    const problem =
+      filingTextProblem('filed_by', flags.by, '--by') ??
+      (flags.note === undefined ? undefined : filingTextProblem('note', flags.note, '--note'));
+    if (problem !== undefined) throw new CommandExit(2, `[SL-CLI-004] ${problem}`);
     const filing = await withQuerySource(flags, self, (source) =>
       source.file({
         periodType: flags.period,
@@ -105,7 +121,12 @@ export function rejectsCommand(io: CliIo): Command {
   const command = new Command('rejects')
     .description('dead-letter counts by reason, with a few examples of each')
     .option('--format <format>', 'table, csv or json', formatFlag, 'table')
-    .option('--examples <n>', 'examples per reason', (v) => Number(v), 3);
+    .option(
+      '--examples <n>',
+      `examples per reason, 0 to ${MAX_EXAMPLES_PER_REASON}`,
+      examplesFlag,
+      3,
+    );
   withSourceFlags(command);
 
   return command.action(

@@ -20,3 +20,44 @@ export class NotPublishedError extends Error {
     this.name = 'NotPublishedError';
   }
 }
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Longest `filed_by`, in UTF-8 bytes. */
+export const MAX_FILED_BY_BYTES = 256;
+/** Longest `note`, in UTF-8 bytes: a filing is listed with every other one in one reply. */
+export const MAX_NOTE_BYTES = 4096;
+
+/**
+ * What is wrong with a filing's `filed_by` or `note`, if anything: empty (filed_by only),
+ * longer than its limit, a NUL character (PostgreSQL text cannot hold one), or text that
+ * is not well-formed Unicode (a lone surrogate). Filings never change, so what is refused
+ * here could never be corrected afterwards. `name` is how the caller calls the field.
+ */
+export function filingTextProblem(
+  field: 'filed_by' | 'note',
+  text: string,
+  name: string = field,
+): string | undefined {
+  if (field === 'filed_by' && text.trim() === '') return `${name} is empty`;
+  const limit = field === 'filed_by' ? MAX_FILED_BY_BYTES : MAX_NOTE_BYTES;
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > limit) return `${name} is ${bytes} bytes long, above the limit of ${limit}`;
+  if (text.includes('\u0000')) return `${name} holds a NUL character`;
+  if (LONE_SURROGATE.test(text)) return `${name} is not well-formed Unicode (a lone surrogate)`;
+
+  return undefined;
+}
+
+/** A filing refused for its `filed_by` or `note` (see {@link filingTextProblem}). */
+export class InvalidFilingError extends Error {
+  readonly code = 'SL-QUERY-001';
+
+  constructor(
+    readonly period: Period,
+    readonly problem: string,
+  ) {
+    super(`[SL-QUERY-001] cannot file ${describePeriod(period)}: ${problem}`);
+    this.name = 'InvalidFilingError';
+  }
+}

@@ -1,4 +1,10 @@
-export { NotPublishedError } from './errors.js';
+export {
+  InvalidFilingError,
+  MAX_FILED_BY_BYTES,
+  MAX_NOTE_BYTES,
+  NotPublishedError,
+  filingTextProblem,
+} from './errors.js';
 export type { NotPublishedWhy } from './errors.js';
 export { MIGRATIONS, applyMigrations } from './migrations.js';
 export type { Migration } from './migrations.js';

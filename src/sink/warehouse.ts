@@ -17,7 +17,7 @@ import {
   WEEK_MS,
   type PeriodType,
 } from '../periods/index.js';
-import { NotPublishedError } from './errors.js';
+import { InvalidFilingError, NotPublishedError, filingTextProblem } from './errors.js';
 import { applyMigrations } from './migrations.js';
 import { PgliteClient, PostgresClient, type SqlClient, type SqlClientKind } from './sql-client.js';
 import type {
@@ -284,13 +284,15 @@ export class Warehouse {
   /**
    * Records that the period's current published version was reported outside. Fails with
    * {@link NotPublishedError} when the period has no published version (absent, or
-   * provisional only).
+   * provisional only), and with {@link InvalidFilingError} when `filedBy` or `note` cannot
+   * be kept (see filingTextProblem).
    */
   async fileCurrent(args: FileCurrentArgs): Promise<FilingRow> {
     const period = { type: args.periodType, startMs: args.periodStartMs };
-    if (args.filedBy.trim() === '') {
-      throw new Error(`cannot file ${describePeriod(period)}: filedBy is empty`);
-    }
+    const problem =
+      filingTextProblem('filed_by', args.filedBy) ??
+      (args.note === undefined ? undefined : filingTextProblem('note', args.note));
+    if (problem !== undefined) throw new InvalidFilingError(period, problem);
 
     const [filed] = await this.client.query<FilingRecord>(
       `INSERT INTO filing AS f (period_type, period_start, version, distinct_users, filed_by,

@@ -32,6 +32,9 @@ import {
 } from './proto.js';
 import { QueryError, rethrowGrpcError, toQueryError } from './query-errors.js';
 
+/** Largest reply the client takes: years of hourly rows, or every filing. */
+export const QUERY_MAX_REPLY_BYTES = 256 * 1024 * 1024;
+
 export interface QueryClientOptions {
   /** How long {@link QueryClient.connect} waits for the channel to be ready. @default 5_000 */
   readonly connectTimeoutMs?: number;
@@ -71,6 +74,8 @@ export class QueryClient {
     const { Client } = loadSpeedlayerProtos().query;
     const stub = new Client(target, options.credentials ?? grpc.credentials.createInsecure(), {
       ...CLIENT_KEEPALIVE_OPTIONS,
+      // gRPC's default of 4 MiB is too small for those.
+      'grpc.max_receive_message_length': QUERY_MAX_REPLY_BYTES,
       ...options.channelOptions,
     });
     const deadline = Date.now() + (options.connectTimeoutMs ?? 5_000);

@@ -17,7 +17,12 @@ import type { Logger } from 'pino';
 
 import { MAX_EVENT_MS, MIN_EVENT_MS } from '../ingest/index.js';
 import { describePeriod, periodStart } from '../periods/index.js';
-import { NotPublishedError, type VersionRow, type Warehouse } from '../sink/index.js';
+import {
+  InvalidFilingError,
+  NotPublishedError,
+  type VersionRow,
+  type Warehouse,
+} from '../sink/index.js';
 import { SERVER_KEEPALIVE_OPTIONS } from './keepalive.js';
 import {
   addSpeedlayerService,
@@ -93,7 +98,7 @@ const QUERY_SERVICE = 'speedlayer.v1.Query';
 const SERVED = ['', QUERY_SERVICE] as const;
 
 /** Largest `examples_per_reason` a Rejects call may ask for. */
-const MAX_EXAMPLES_PER_REASON = 1000;
+export const MAX_EXAMPLES_PER_REASON = 1000;
 
 /** How WatchVersions streams end: the client went away, or the server is draining. */
 type WatchEnd = 'cancelled' | 'shutdown';
@@ -269,13 +274,6 @@ async function createFiling(
     );
   }
 
-  if (request.filed_by.trim() === '') {
-    throw new QueryError(
-      'invalid-argument',
-      `cannot file ${describePeriod(period)}: filed_by is empty`,
-    );
-  }
-
   const filing = await warehouse
     .fileCurrent({
       periodType: period.type,
@@ -286,6 +284,9 @@ async function createFiling(
     .catch((err: unknown) => {
       if (err instanceof NotPublishedError) {
         throw new QueryError('not-published', err.message, { cause: err });
+      }
+      if (err instanceof InvalidFilingError) {
+        throw new QueryError('invalid-argument', err.message, { cause: err });
       }
       throw err;
     });

@@ -255,9 +255,24 @@ describe('speedlayer replay and query', () => {
       '--data-dir',
       twice,
     ]);
+    expect(unaligned.code).toBe(2);
     expect(unaligned.stderr).toContain(
       '[SL-CLI-003] 2026-01-05T05:00:00Z is not the start of a day',
     );
+    const longNote = await runCli([
+      'file',
+      ...['--period', 'day', '--start', '2026-01-05', '--by', 'x', '--data-dir', twice],
+      ...['--note', 'n'.repeat(5000)],
+    ]);
+    expect(longNote.code).toBe(2);
+    expect(longNote.stderr).toBe(
+      'speedlayer: [SL-CLI-004] --note is 5000 bytes long, above the limit of 4096\n',
+    );
+    for (const examples of ['abc', '1.5', '-1', '1001', '4294967297', '']) {
+      const rejects = await runCli(['rejects', '--examples', examples, '--data-dir', twice]);
+      expect(rejects.code).toBe(2);
+      expect(rejects.stderr).toContain(`not a whole number from 0 to 1000: '${examples}'`);
+    }
 
     // Well-formed but refused by the store: the same code the Query service answers with.
     const unpublished = await runCli([

@@ -441,6 +441,40 @@ describe.each(backends)('Warehouse on $kind', (backend) => {
     await warehouse.close();
   });
 
+  it('refuses a filer or note it could never list or change: too long, a NUL, a lone surrogate', async () => {
+    const warehouse = await openFresh();
+    await warehouse.publish({ versions: [version()], provisional: [] }, FENCE);
+    const day = { periodType: 'day' as const, periodStartMs: DAY };
+    const refused: Array<[{ filedBy: string; note?: string }, string]> = [
+      [{ filedBy: ' ' }, 'filed_by is empty'],
+      [{ filedBy: 'é'.repeat(129) }, 'filed_by is 258 bytes long, above the limit of 256'],
+      [
+        { filedBy: 'x', note: 'n'.repeat(4097) },
+        'note is 4097 bytes long, above the limit of 4096',
+      ],
+      [{ filedBy: 'fin\u0000ance' }, 'filed_by holds a NUL character'],
+      [{ filedBy: 'x', note: 'a \uDC00 b' }, 'note is not well-formed Unicode (a lone surrogate)'],
+    ];
+
+    for (const [text, problem] of refused) {
+      await expect(warehouse.fileCurrent({ ...day, ...text })).rejects.toMatchObject({
+        name: 'InvalidFilingError',
+        code: 'SL-QUERY-001',
+        message: `[SL-QUERY-001] cannot file day 2026-03-24T00:00:00Z: ${problem}`,
+      });
+    }
+    expect(await warehouse.listFilings()).toEqual([]);
+
+    // At the limits, and with a whole surrogate pair, it files.
+    const filing = await warehouse.fileCurrent({
+      ...day,
+      filedBy: 'é'.repeat(128),
+      note: `${'n'.repeat(4092)}\u{1F600}`,
+    });
+    expect(filing).toMatchObject({ filedBy: 'é'.repeat(128), version: 1 });
+    await warehouse.close();
+  });
+
   it('has the database refuse changes to filings and to the history', async () => {
     const place = await backend.place();
     const warehouse = await Warehouse.open(place);

@@ -4,8 +4,10 @@
  * when SPEEDLAYER_TEST_POSTGRES_URL is set. Scenarios:
  * - Current, History, ListFilings and Rejects answer with the rows the warehouse holds;
  * - CreateFiling files the current version; filing an unpublished or provisional period
- *   fails with FAILED_PRECONDITION and the SL-QUERY-002 detail, bad requests with
- *   INVALID_ARGUMENT;
+ *   fails with FAILED_PRECONDITION and the SL-QUERY-002 detail, bad requests (a note
+ *   over 4 KiB, a NUL, a lone surrogate among them) with INVALID_ARGUMENT;
+ * - a reply larger than gRPC's default 4 MiB (over a thousand filings with long notes)
+ *   reaches the client;
  * - WatchVersions delivers v1, v2 of one period and v1 of another exactly once while they
  *   are published, and replays them from since_written_at_ms;
  * - health checking reports SERVING, reflection lists speedlayer.v1.Query (and grpcurl
@@ -229,6 +231,27 @@ describe.each(backends)('Query service on $kind', (backend) => {
       code: 'SL-QUERY-001',
     });
 
+    // Filings never change: a text that would break listing them, or that PostgreSQL
+    // cannot hold, is refused before anything is filed.
+    const filedBefore = (await warehouse.listFilings()).length;
+    const day = { periodType: 'day' as const, periodStartMs: DAY_A };
+    const refusals: Array<[{ filedBy: string; note?: string }, string]> = [
+      [
+        { filedBy: 'finance', note: 'n'.repeat(100_000) },
+        'note is 100000 bytes long, above the limit of 4096',
+      ],
+      [{ filedBy: 'f'.repeat(257) }, 'filed_by is 257 bytes long, above the limit of 256'],
+      [{ filedBy: 'fin\u0000x' }, 'filed_by holds a NUL character'],
+    ];
+    for (const [text, problem] of refusals) {
+      await expect(client.file({ ...day, ...text })).rejects.toMatchObject({
+        kind: 'invalid-argument',
+        code: 'SL-QUERY-001',
+        message: `[SL-QUERY-001] cannot file day 2026-03-23T00:00:00Z: ${problem}`,
+      });
+    }
+    expect(await warehouse.listFilings()).toHaveLength(filedBefore);
+
     const stub = new (loadSpeedlayerProtos().query.Client)(
       server.address,
       grpc.credentials.createInsecure(),
@@ -311,6 +334,24 @@ describe.each(backends)('Query service on $kind', (backend) => {
     }
 
     expect(replayed).toEqual(received);
+  });
+
+  it('delivers a reply larger than the 4 MiB gRPC allows by default', async () => {
+    const note = 'n'.repeat(4096);
+    const before = (await warehouse.listFilings()).length;
+    for (let i = 0; i < 1100; i++) {
+      await warehouse.fileCurrent({
+        periodType: 'week',
+        periodStartMs: WEEK,
+        filedBy: `f${i}`,
+        note,
+      });
+    }
+
+    const filings = await client.filings();
+
+    expect(filings).toHaveLength(before + 1100);
+    expect(filings.at(-1)).toMatchObject({ filedBy: 'f1099', note, periodStartMs: WEEK });
   });
 
   it('serves health checking and reflection', async () => {
