@@ -44,7 +44,11 @@ export class LevelStateStore implements PartitionStorage {
   static async open(dir: string): Promise<LevelStateStore> {
     await fs.mkdir(dir, { recursive: true });
     const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
-    await db.open();
+    try {
+      await db.open();
+    } catch (err) {
+      throw new Error(openFailure(dir, err), { cause: err });
+    }
 
     return new LevelStateStore(db);
   }
@@ -167,4 +171,15 @@ export class LevelStateStore implements PartitionStorage {
 /** A put of a JSON value, for node-level records written in a state batch. */
 export function jsonPut(key: string, value: unknown): StorageOp {
   return { type: 'put', key, value: new TextEncoder().encode(JSON.stringify(value)) };
+}
+
+/** Why the state in `dir` did not open, with LevelDB's own reason. */
+function openFailure(dir: string, err: unknown): string {
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
+  if (cause?.code === 'LEVEL_LOCKED') {
+    return `[SL-STORE-002] the shard state in '${dir}' is in use by another process (a second shard on the same --data-dir?)`;
+  }
+  const reason = typeof cause?.message === 'string' ? cause.message : String(err);
+
+  return `[SL-STORE-003] cannot open the shard state in '${dir}': ${reason}`;
 }
