@@ -142,6 +142,8 @@ export class ShardIngest {
         localHost: context.localHost,
         deadLetters: warehouse,
         dataDir: context.dataDir,
+        // A node new to a running cluster starts where the published numbers are.
+        watermarkFloor: () => warehouse.latestWatermark(),
         logger,
         metrics: context.metrics,
       });

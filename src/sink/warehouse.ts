@@ -176,6 +176,19 @@ export class Warehouse {
   }
 
   /**
+   * The highest watermark any row was written at (the coordinator's global watermark of
+   * that round: every partition had passed it), or undefined before the first row.
+   */
+  async latestWatermark(): Promise<number | undefined> {
+    const [row] = await this.client.query<{ ms: unknown }>(
+      `SELECT ${msOf('max(watermark)')} AS ms FROM period_current`,
+    );
+    const ms = row?.ms;
+
+    return ms === null || ms === undefined ? undefined : toMs(ms);
+  }
+
+  /**
    * The latest published version of every period that has one, keyed by
    * {@link periodKey}. Periods with only a provisional number are absent.
    */

@@ -83,6 +83,13 @@ export interface IngestRouterOptions extends IngestSettings {
   readonly deadLetters: DeadLetterSink;
   /** Where `router.json` is kept; without it the router's position is not persisted. */
   readonly dataDir?: string;
+  /**
+   * In `event-time` and `receive-time` modes, where a router with no saved position starts
+   * its watermark: the cluster's published watermark, so that a node that joins a running
+   * cluster judges the restatement horizon as the others do instead of taking events of
+   * any age. @default none (from the first events)
+   */
+  readonly watermarkFloor?: () => Promise<number | undefined>;
   readonly logger: Logger;
   /** The wall clock. @default Date.now */
   readonly now?: () => number;
@@ -203,6 +210,13 @@ export class IngestRouter {
     const restored =
       options.dataDir === undefined ? undefined : await readRouterState(options.dataDir);
     if (restored !== undefined) router.restore(restored);
+    let seededWatermarkMs: number | undefined;
+    if (restored === undefined && mode !== 'wall-clock' && options.watermarkFloor !== undefined) {
+      seededWatermarkMs = await options.watermarkFloor();
+      if (seededWatermarkMs !== undefined && Number.isFinite(seededWatermarkMs)) {
+        router.restore({ watermarkMs: seededWatermarkMs, clockMs: null, maxEventMs: null });
+      }
+    }
 
     const ingest = new IngestRouter(options, router);
     options.logger.info(
@@ -215,6 +229,7 @@ export class IngestRouter {
         maxFutureSkewMs: options.maxFutureSkewMs,
         maxOutOfOrdernessMs: options.maxOutOfOrdernessMs,
         restoredWatermarkMs: restored?.watermarkMs ?? null,
+        seededWatermarkMs: seededWatermarkMs ?? null,
       },
       'ingest router started',
     );
