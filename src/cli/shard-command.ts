@@ -290,6 +290,14 @@ class ShardRole {
       clusterName: f.cluster,
       logger: this.baseLogger,
     });
+    // A shard with another partition count must not register: the leader would plan moves
+    // to it, fail them and bump the ring epoch before the shard found out from the ring.
+    const ring = await this.store.readRing();
+    if (ring !== undefined && ring.partitions !== f.partitions) {
+      throw new Error(
+        `[SL-CONFIG-001] the ring in etcd has ${ring.partitions} partitions; this shard was started with --partitions ${f.partitions}`,
+      );
+    }
     // A fixed port bound by this process proves that the previous holder of the address is gone.
     const takeOverSameRecord = f.port !== 0 && f.advertise === undefined;
     for (let attempt = 1; ; attempt++) {

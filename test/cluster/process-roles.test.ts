@@ -27,7 +27,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { EventRouter } from '../../src/ingest/event-router.js';
 import { EtcdCoordinationStore, partitionsOf, type Ring } from '../../src/ring/index.js';
@@ -79,7 +79,7 @@ class Proc {
   readonly lines: LogLine[] = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly waiters = new Set<() => void>();
-  private stderrTail = '';
+  stderrTail = '';
 
   constructor(
     readonly name: string,
@@ -422,6 +422,28 @@ describe.skipIf(postgresUrl === undefined)('speedlayer shard and coordinator pro
       await expect(client.checkpoint(2, DEADLINE_MS)).rejects.toMatchObject({
         kind: 'epoch-mismatch',
       });
+
+      // A shard started with another partition count exits before it registers: the ring
+      // and the membership stay as they were, and it is never seen as a member.
+      const members = new Set<string>();
+      const watch = await rings.watchShards((shards) => {
+        for (const s of shards) members.add(s.shardId);
+      });
+      const wrong = start('shard-z', [
+        'shard',
+        ...['--id', 'shard-z', '--etcd', endpoint, '--cluster', name, '--partitions', '8'],
+        ...['--data-dir', path.join(dir as string, 'shard-z'), '--lease-ttl', '3s'],
+      ]);
+      expect((await wrong.exited).code).not.toBe(0);
+      // Its stderr may still be read after the exit.
+      await vi.waitFor(() =>
+        expect(wrong.stderrTail).toContain(
+          '[SL-CONFIG-001] the ring in etcd has 4 partitions; this shard was started with --partitions 8',
+        ),
+      );
+      await watch.close();
+      expect([...members]).toEqual(['shard-x']);
+      expect((await rings.readRing())?.epoch).toBe(3);
 
       shard.child.kill('SIGTERM');
       expect(await shard.exited).toEqual({ code: 0, signal: null });
