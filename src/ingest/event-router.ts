@@ -135,7 +135,10 @@ export class EventRouter {
         continue;
       }
       if (o.watermarkMode === 'clock') {
-        if (receiveMs > this.clockMs) this.tickClock(receiveMs);
+        // A receive time within the skew ahead counts for its event, but the clock goes no
+        // further than the wall clock: a collector running ahead would close periods early.
+        const clockMs = Math.min(receiveMs, wallMs);
+        if (clockMs > this.clockMs) this.tickClock(clockMs);
         // Without a receive time the event arrives now: on the clock, or the wall clock before it starts.
         if (Number.isNaN(receiveMs))
           receiveMs = Number.isFinite(this.clockMs) ? this.clockMs : wallMs;

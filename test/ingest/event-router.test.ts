@@ -43,6 +43,23 @@ describe('event router', () => {
     expect(router.watermark).toBe(now - MIN);
   });
 
+  it('takes a receive time within the skew ahead of the wall clock, without moving the clock past it', () => {
+    const router = new EventRouter(base);
+    const [batch] = toBatches(
+      [
+        { userId: 'a', eventMs: now - MIN, receiveMs: now - MIN },
+        // A collector whose clock runs 4 minutes ahead.
+        { userId: 'b', eventMs: now + 4 * MIN, receiveMs: now + 4 * MIN },
+      ],
+      10,
+    );
+    const routed = router.route(batch!);
+
+    expect(routed.accepted).toBe(2);
+    expect(routed.rejects).toEqual([]);
+    expect(router.watermark).toBe(now);
+  });
+
   it('in event-time mode, rejects a receive time ahead of the wall clock: its event cannot pass the future check by it', () => {
     const router = new EventRouter({ ...base, watermarkMode: 'event-time' });
     const yearAhead = now + 365 * 24 * 60 * MIN;
