@@ -11,6 +11,7 @@
  * the same source after the events (events + its index + 1).
  */
 import { MAX_RAW_LENGTH } from '../ingest/batch-builder.js';
+import { MAX_EVENT_MS, MIN_EVENT_MS } from '../ingest/event-router.js';
 import type { EventBatch, RejectReason } from '../ingest/types.js';
 import { userIdTextProblem } from '../ingest/user-id.js';
 import type { DeadLetterWrite } from '../sink/types.js';
@@ -78,6 +79,16 @@ export function checkRequest(
       rejected.push({ index: i, reason: 'invalid_user_id', detail: problem });
     } else if (event.event_time_ms === undefined) {
       rejected.push({ index: i, reason: 'invalid_time', detail: 'event time is missing' });
+    } else if (
+      event.received_time_ms !== undefined &&
+      !(event.received_time_ms >= MIN_EVENT_MS && event.received_time_ms <= MAX_EVENT_MS)
+    ) {
+      // The receive time is the bad field: judged by it, the event would pass as 'future'.
+      rejected.push({
+        index: i,
+        reason: 'invalid_time',
+        detail: `receive time ${event.received_time_ms} ms is outside years 0000-9999`,
+      });
     } else {
       accepted.push(i);
     }
