@@ -72,9 +72,13 @@ async function decommission(
   const { shard } = flags;
   const registered = (await store.listShards()).map((s) => s.shardId);
   if (!registered.includes(shard)) {
+    const known =
+      registered.length === 0
+        ? `no shard is registered in cluster '${flags.cluster}' (is --cluster right?)`
+        : `registered in cluster '${flags.cluster}': ${registered.sort().join(', ')}`;
     throw new CommandExit(
       1,
-      `${shard} is not registered: a shard hands its partitions over only while it runs (start it, then decommission it)`,
+      `${shard} is not registered (${known}): a shard hands its partitions over only while it runs (start it, then decommission it)`,
     );
   }
   const leaving = new Set([...(await store.listLeaving()), shard]);

@@ -653,7 +653,15 @@ describe('partition handoff', () => {
     );
     const absent = await runCli(['decommission', ...etcdFlags, '--shard', 'shard-b']);
     expect(absent.code).toBe(1);
-    expect(absent.stderr).toContain('shard-b is not registered');
+    expect(absent.stderr).toContain(
+      `shard-b is not registered (registered in cluster '${cluster.clusterName}': shard-a)`,
+    );
+    const otherCluster = etcdFlags.map((f, i) => (etcdFlags[i - 1] === '--cluster' ? 'nosuch' : f));
+    const nowhere = await runCli(['decommission', ...otherCluster, '--shard', 'shard-a']);
+    expect(nowhere.code).toBe(1);
+    expect(nowhere.stderr).toContain(
+      "shard-a is not registered (no shard is registered in cluster 'nosuch' (is --cluster right?))",
+    );
     const last = await runCli(['decommission', ...etcdFlags, '--shard', 'shard-a']);
     expect(last.code).toBe(1);
     expect(last.stderr).toContain('no other shard is registered to take the partitions of shard-a');
