@@ -130,7 +130,11 @@ export function watchCommand(io: CliIo): Command {
         '--stall-timeout <duration>',
         'give up (exit 1) when no stream could be opened for this long',
       )
-        .argParser(durationFlag)
+        .argParser((value: string) => {
+          const ms = durationFlag(value);
+          if (ms <= 0) throw new Error(`must be longer than 0: '${value}'`);
+          return ms;
+        })
         .default(300_000, '5m'),
     )
     .option('--log-level <level>', 'pino log level on stderr (reconnects are info)', 'info')

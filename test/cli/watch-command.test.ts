@@ -339,6 +339,10 @@ describe('speedlayer watch', () => {
     );
     // No stream ever opened: not even the header.
     expect(run.stdout).toBe('');
+
+    const zero = await runCli(['watch', '--target', `127.0.0.1:${port}`, '--stall-timeout', '0s']);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toContain("--stall-timeout: must be longer than 0: '0s'");
   });
 
   it('refuses --from that is not before --to', async () => {
