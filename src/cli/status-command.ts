@@ -114,8 +114,10 @@ export function formatTable(view: StatusView, nowMs: number): string {
 function watermarkLine(view: StatusView): string {
   if (view.globalWatermarkMs !== undefined) return isoMillis(view.globalWatermarkMs);
 
-  return view.lastRoundAtMs === undefined
-    ? 'unknown: no round yet'
+  if (view.lastRoundAtMs === undefined) return 'unknown: no round yet';
+
+  return view.missingPartitions.length === 0
+    ? 'none yet: a partition has no watermark (nothing routed to it yet)'
     : 'unknown: the last round was not complete';
 }
 

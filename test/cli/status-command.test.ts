@@ -7,6 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { formatTable } from '../../src/cli/status-command.js';
 import { RingError, type StatusRecord } from '../../src/ring/index.js';
 import { startCoordinatorServer } from '../../src/transport/status-service.js';
 import { runCli } from '../support/cli.js';
@@ -87,6 +88,30 @@ describe('speedlayer status', () => {
       globalWatermarkMs: T,
       heldBack: null,
     });
+  });
+
+  it('tells a complete round whose partitions have no watermark yet from an incomplete one', () => {
+    const base = {
+      answeredBy: 'coord-a',
+      leaderId: 'coord-a',
+      fencingToken: 3,
+      ringEpoch: 1,
+      partitionCount: 2,
+      lastRoundAtMs: T,
+      partitions: [
+        { partition: 0, shardId: 'shard-a', address: 'a:1', reported: true, watermarkMs: T },
+        { partition: 1, shardId: 'shard-a', address: 'a:1', reported: true },
+      ],
+    };
+    const fresh = formatTable({ ...base, missingPartitions: [] }, T);
+    expect(fresh).toContain(
+      'global watermark  none yet: a partition has no watermark (nothing routed to it yet)\n',
+    );
+    expect(fresh).toContain('missing           none\n');
+
+    const partial = formatTable({ ...base, missingPartitions: [1] }, T);
+    expect(partial).toContain('global watermark  unknown: the last round was not complete\n');
+    expect(partial).toContain('missing           shard-a (1 partition: 1)');
   });
 
   it("exits 1 with the server's code when the status cannot be read, or nothing listens", async () => {
