@@ -22,6 +22,7 @@ import {
   type Subscription,
 } from '../ring/index.js';
 import { StateMachine, type TransitionTable } from '../ring/state-machine.js';
+import { StaleFenceError } from '../sink/errors.js';
 import type { WriterFence } from '../sink/types.js';
 import {
   GrpcPartitionsPort,
@@ -367,7 +368,16 @@ export class CoordinatorService
 
       await this.runRounds(store, term);
     } catch (err) {
-      if (!ended.signal.aborted) {
+      if (err instanceof StaleFenceError) {
+        // Nothing this term could publish. Loud: it repeats on every term while etcd's
+        // tokens stay below the fence (an etcd rebuilt from nothing).
+        clean = false;
+        this.logger.error(
+          { err, fencingToken: err.fencingToken, heldToken: err.heldToken },
+          'the writer fence holds a newer token; stepping down',
+        );
+        if (this.listenerCount('error') > 0) this.emit('error', err);
+      } else if (!ended.signal.aborted) {
         clean = false;
         this.fail(err, 'leading failed; stepping down');
       }

@@ -61,3 +61,26 @@ export class InvalidFilingError extends Error {
     this.name = 'InvalidFilingError';
   }
 }
+
+/**
+ * A fence claim refused because the database's writer fence already holds a higher
+ * token. Either a newer leader took office (this one was deposed), or the etcd that
+ * issues the tokens was rebuilt from nothing and restarted its revisions low: then no
+ * leader can publish until etcd is restored from a snapshot (see docs/cluster.md).
+ * The message carries 'stale fencing token' like the database's refusal of a write.
+ */
+export class StaleFenceError extends Error {
+  readonly code = 'SL-SINK-001';
+
+  constructor(
+    readonly fencingToken: number,
+    readonly heldToken: number,
+  ) {
+    super(
+      `[SL-SINK-001] stale fencing token ${fencingToken}: the writer fence is at ${heldToken}; ` +
+        'a newer leader claimed it, or etcd was rebuilt from nothing and restarted its revisions ' +
+        '(restore etcd from a snapshot)',
+    );
+    this.name = 'StaleFenceError';
+  }
+}

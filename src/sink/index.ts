@@ -3,6 +3,7 @@ export {
   MAX_FILED_BY_BYTES,
   MAX_NOTE_BYTES,
   NotPublishedError,
+  StaleFenceError,
   filingTextProblem,
 } from './errors.js';
 export type { NotPublishedWhy } from './errors.js';

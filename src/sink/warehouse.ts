@@ -17,7 +17,12 @@ import {
   WEEK_MS,
   type PeriodType,
 } from '../periods/index.js';
-import { InvalidFilingError, NotPublishedError, filingTextProblem } from './errors.js';
+import {
+  InvalidFilingError,
+  NotPublishedError,
+  StaleFenceError,
+  filingTextProblem,
+} from './errors.js';
 import { applyMigrations } from './migrations.js';
 import { PgliteClient, PostgresClient, type SqlClient, type SqlClientKind } from './sql-client.js';
 import type {
@@ -134,15 +139,24 @@ export class Warehouse {
 
   /**
    * Raises the stored fencing token to `fence.fencingToken`; never lowers it. From the
-   * moment this resolves, every write that carries a lower token is refused.
+   * moment this resolves, every write that carries a lower token is refused. Fails with
+   * {@link StaleFenceError} when the fence already holds a higher token: this writer
+   * could never publish, and should not act as if it could.
    */
   async claimFence(fence: WriterFence): Promise<void> {
-    await this.client.query(
+    const claimed = await this.client.query<{ fencing_token: string }>(
       `UPDATE writer_fence
        SET fencing_token = $1::bigint, ring_epoch = $2::bigint, claimed_at = now()
-       WHERE fencing_token <= $1::bigint`,
+       WHERE fencing_token <= $1::bigint
+       RETURNING fencing_token`,
       [fence.fencingToken, fence.ringEpoch],
     );
+    if (claimed.length > 0) return;
+
+    const [held] = await this.client.query<{ fencing_token: string }>(
+      'SELECT fencing_token FROM writer_fence',
+    );
+    throw new StaleFenceError(fence.fencingToken, Number(held?.fencing_token));
   }
 
   /**

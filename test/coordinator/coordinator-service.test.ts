@@ -433,6 +433,36 @@ describe('CoordinatorService', () => {
     );
   });
 
+  it('steps down, loudly, when the database fence holds a newer token than etcd issues', async () => {
+    // As after etcd was rebuilt from nothing: its revisions restart below the fence.
+    const cluster = await startCluster();
+    const held = 1_000_000_000;
+    await cluster.warehouse.claimFence({ ringEpoch: 9, fencingToken: held });
+    const lines: { level: number; msg: string; heldToken?: number; err?: { message: string } }[] =
+      [];
+    const logger = pino(
+      { level: 'debug' },
+      { write: (line: string) => lines.push(JSON.parse(line)) },
+    );
+    const a = await cluster.service('coord-a', logger);
+
+    await eventually('two refused terms', () =>
+      lines.filter((l) => l.msg.startsWith('the writer fence')).length >= 2 ? true : undefined,
+    );
+    const refused = lines.find((l) => l.msg.startsWith('the writer fence'));
+    expect(refused).toMatchObject({
+      level: 50,
+      msg: 'the writer fence holds a newer token; stepping down',
+      heldToken: held,
+    });
+    expect(refused?.err?.message).toMatch(
+      /^\[SL-SINK-001\] stale fencing token \d+: the writer fence is at 1000000000; /,
+    );
+    expect(lines.map((l) => l.msg)).not.toContain('leadership acquired');
+    expect(a.state).not.toBe('leading');
+    expect(await cluster.store.readRing()).toBeUndefined();
+  });
+
   it('goes back to standby when its lease is revoked, logging only lifecycle lines', async () => {
     const cluster = await startCluster();
     const logs = { a: recordingLogger(), b: recordingLogger() };

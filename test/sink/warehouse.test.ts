@@ -26,6 +26,7 @@ import { DAY_MS, HOUR_MS, WEEK_MS, weekStart } from '../../src/periods/index.js'
 import {
   PgliteClient,
   PostgresClient,
+  StaleFenceError,
   Warehouse,
   type DeadLetterWrite,
   type SqlClient,
@@ -533,7 +534,13 @@ describe.each(backends)('Warehouse on $kind', (backend) => {
     await warehouse.publish(batch, { ringEpoch: 2, fencingToken: 5 });
     expect(await warehouse.queryHistory()).toMatchObject([{ version: 1, fencingToken: 5 }]);
 
-    await warehouse.claimFence({ ringEpoch: 1, fencingToken: 3 });
+    // A claim below the fence is refused, names both tokens, and leaves the fence as it was.
+    const refused = warehouse.claimFence({ ringEpoch: 1, fencingToken: 3 });
+    await expect(refused).rejects.toBeInstanceOf(StaleFenceError);
+    await expect(refused).rejects.toThrow(
+      /^\[SL-SINK-001\] stale fencing token 3: the writer fence is at 5; .*etcd was rebuilt/,
+    );
+    await warehouse.claimFence({ ringEpoch: 2, fencingToken: 5 }); // the same token again
     const provisional = [{ periodType: 'hour' as const, periodStartMs: DAY, distinctUsers: 1 }];
     await expect(
       warehouse.publish(
