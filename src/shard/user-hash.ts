@@ -106,3 +106,35 @@ export function slotHashOf(h: Hash64): number {
 export function hashHex(h: Hash64): string {
   return h.hi.toString(16).padStart(8, '0') + h.lo.toString(16).padStart(8, '0');
 }
+
+/** Where a batch's user id does not belong, as {@link firstMisplacedUser} finds it. */
+export interface MisplacedUser {
+  readonly index: number;
+  /** The partition the id hashes to. */
+  readonly partition: number;
+  /** Whether the slot hash sent with it is not the id's. */
+  readonly wrongSlotHash: boolean;
+}
+
+/**
+ * The first user id of a batch for `partition` that hashes to another partition or was
+ * sent with another slot hash, or undefined when all belong. A shard checks what it is
+ * sent: a user counted in two partitions, or under two dictionary entries, would be
+ * counted twice in the sum.
+ */
+export function firstMisplacedUser(
+  userIds: readonly string[],
+  slotHashes: Uint32Array,
+  partition: number,
+  partitions: number,
+): MisplacedUser | undefined {
+  const h: Hash64 = { hi: 0, lo: 0 };
+  for (let i = 0; i < userIds.length; i++) {
+    hashUserId(userIds[i] as string, h);
+    const owner = partitionOf(h, partitions);
+    const wrongSlotHash = slotHashOf(h) !== slotHashes[i];
+    if (owner !== partition || wrongSlotHash) return { index: i, partition: owner, wrongSlotHash };
+  }
+
+  return undefined;
+}

@@ -13,6 +13,8 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from '../observability/index.js';
 import { ShardError, isShardError } from '../shard/errors.js';
 import type { PartitionHost } from '../shard/partition-host.js';
+import type { PartitionBatch } from '../shard/types.js';
+import { firstMisplacedUser } from '../shard/user-hash.js';
 import { SERVER_KEEPALIVE_OPTIONS } from './keepalive.js';
 import { reflectionDefinition } from './grpc-server-support.js';
 import type { ServedService } from './served-service.js';
@@ -25,6 +27,7 @@ import {
   partitionCountsToWire,
   periodKeyFromWire,
   reportToWire,
+  WireFormatError,
   type ShardHandlers,
 } from './proto.js';
 import { SHARD_MAX_MESSAGE_BYTES } from './shard-client.js';
@@ -228,6 +231,7 @@ export function shardHandlers(
       const host = hostOf();
       checkEpoch(host, request.ring_epoch);
       const batch = partitionBatchFromWire(request.batch);
+      checkPlacement(batch, host.partitionCount);
       const stamp = { senderId: request.sender_id, sequence: request.sequence };
       const outcome = await host.route(stamp, batch);
       metrics?.noteRouted(outcome, batch.length);
@@ -299,6 +303,27 @@ function unary<Req, Res>(
       },
     );
   };
+}
+
+/** Refuses a batch holding a user id that is not this partition's, or not its slot hash. */
+function checkPlacement(batch: PartitionBatch, partitionCount: number): void {
+  const misplaced = firstMisplacedUser(
+    batch.userIds,
+    batch.slotHashes,
+    batch.partition,
+    partitionCount,
+  );
+  if (misplaced === undefined) return;
+
+  const what = misplaced.wrongSlotHash
+    ? misplaced.partition === batch.partition
+      ? 'was sent with a slot hash that is not its own'
+      : `hashes to partition ${misplaced.partition} and was sent with a slot hash that is not its own`
+    : `hashes to partition ${misplaced.partition}`;
+  throw new WireFormatError(
+    `partition ${batch.partition} batch: the user id at ${misplaced.index} ${what} (P = ${partitionCount}); ` +
+      'the sender partitions user ids differently from this shard',
+  );
 }
 
 function checkEpoch(host: PartitionHost, ringEpoch: number): void {

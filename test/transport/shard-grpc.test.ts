@@ -547,6 +547,52 @@ describe('ShardServer', () => {
     expect(await c.checkpoint(3, 5000)).toEqual(EVEN);
   });
 
+  it('refuses a routed batch holding a user of another partition, or a slot hash not its own', async () => {
+    const dir = await tempDir();
+    const shard = await TestShard.start(dir, EVEN);
+    const c = client(shard.address);
+    const router = new EventRouter({ ...settings, now });
+    const hour = MONDAY + 10 * HOUR;
+    const key = periodKey({ type: 'hour', startMs: hour });
+    const batchFor = (users: string[], partition: number): PartitionBatch => {
+      const events = users.map((userId) => ({ userId, eventMs: hour, receiveMs: hour }));
+      return router
+        .route(toBatches(events, 100)[0]!)
+        .batches.find((b) => b.partition === partition) as PartitionBatch;
+    };
+    // Sequences are per partition: each batch below is its partition's first.
+    const route = (batch: PartitionBatch): ReturnType<ShardRpcClient['route']> =>
+      c.route({ ringEpoch: 0, stamp: { senderId: 'node-1', sequence: 1 }, batch }, DEADLINE_MS);
+    const hourCounts = async (): Promise<(number | undefined)[]> =>
+      (await c.counts(0, [key], [0, 2], 5000)).map((p) => p.counts.get(key));
+
+    // Users of partition 2, labelled for partition 0: counted in both, they would be summed twice.
+    const ofTwo = batchFor(usersIn(2, 5), 2);
+    await expect(route(ofTwo)).resolves.toMatchObject({ partition: 2, duplicate: false });
+    const relabelled = route({ ...ofTwo, partition: 0 });
+    await expect(relabelled).rejects.toBeInstanceOf(WireFormatError);
+    await expect(relabelled).rejects.toThrow(
+      /^\[SL-WIRE-001\] partition 0 batch: the user id at 0 hashes to partition 2 \(P = 6\); the sender partitions user ids differently/,
+    );
+
+    // The right partition, one slot hash off: the dictionary would take the user for a new one.
+    const own = batchFor(usersIn(0, 4), 0);
+    const slotHashes = Uint32Array.from(own.slotHashes);
+    slotHashes[3] = (slotHashes[3] as number) ^ 1;
+    const wrongSlot = route({ ...own, slotHashes });
+    await expect(wrongSlot).rejects.toThrow(
+      /^\[SL-WIRE-001\] partition 0 batch: the user id at 3 was sent with a slot hash that is not its own/,
+    );
+
+    expect(await hourCounts()).toEqual([0, 5]);
+    await expect(route(own)).resolves.toMatchObject({
+      partition: 0,
+      sequence: 1,
+      duplicate: false,
+    });
+    expect(await hourCounts()).toEqual([4, 5]);
+  });
+
   it('answers health checks with SERVING and lists its services through reflection', async () => {
     const shard = await TestShard.start(await tempDir(), ALL);
 
