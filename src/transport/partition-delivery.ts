@@ -14,6 +14,7 @@ import { ShardError, isShardError } from '../shard/errors.js';
 import type { PartitionHost, RouteOutcome } from '../shard/partition-host.js';
 import type { RouteStamp } from '../shard/partition-ledger.js';
 import type { PartitionBatch, WatermarkMark } from '../shard/types.js';
+import { WireFormatError } from './proto.js';
 import type { RingSource, RoutingTable } from './routing-table.js';
 import { ShardRpcClient, type ShardRpcClientOptions } from './shard-client.js';
 import type { ShardMetrics } from './shard-metrics.js';
@@ -319,10 +320,11 @@ export class PartitionDelivery {
 
     // Refusals that no wait can fix are an operator's to look at at once; the batch is kept.
     const transient =
-      !isShardError(err) ||
-      err.retryable ||
-      err.kind === 'not-owner' ||
-      err.kind === 'epoch-mismatch';
+      !(err instanceof WireFormatError) &&
+      (!isShardError(err) ||
+        err.retryable ||
+        err.kind === 'not-owner' ||
+        err.kind === 'epoch-mismatch');
     if (health.logged || (transient && now - health.sinceMs < UNREACHABLE_AFTER_MS)) return;
 
     health.logged = true;

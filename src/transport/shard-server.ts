@@ -296,6 +296,9 @@ function unary<Req, Res>(
         // Refusals are the caller's to act on; anything unexpected is ours.
         if (isShardError(err) && err.kind !== 'internal') {
           logger.debug({ method, err }, 'shard call refused');
+        } else if (err instanceof WireFormatError) {
+          // The sender logs it at error, once, and retries it until an operator acts.
+          logger.warn({ method, err }, 'shard call refused: malformed request');
         } else {
           logger.error({ method, err }, 'shard call failed');
         }

@@ -2,11 +2,14 @@
  * Coalescing of queued partition batches (concatPartitionBatches): a partition that gets
  * the router's batches one by one and one that gets them joined end up with the same
  * watermark, seals, late-event changes and counts; marks keep their places.
+ * PartitionDelivery: a batch its owner refuses as malformed (a user of another partition)
+ * is logged at error at once, kept, and counted nowhere.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { EventRouter } from '../../src/ingest/event-router.js';
@@ -14,7 +17,13 @@ import { silentLogger } from '../../src/observability/index.js';
 import { periodKey } from '../../src/periods/index.js';
 import { PartitionHost } from '../../src/shard/partition-host.js';
 import type { PartitionBatch } from '../../src/shard/types.js';
-import { concatPartitionBatches } from '../../src/transport/partition-delivery.js';
+import { computeRing } from '../../src/ring/index.js';
+import {
+  PartitionDelivery,
+  concatPartitionBatches,
+} from '../../src/transport/partition-delivery.js';
+import { RingView } from '../../src/transport/routing-table.js';
+import { ShardServer } from '../../src/transport/shard-server.js';
 import { rng, toBatches, type TestEvent } from '../support/events.js';
 
 const MIN = 60_000;
@@ -27,12 +36,13 @@ afterEach(async () => {
   for (const dir of dirs.splice(0)) await fs.rm(dir, { recursive: true, force: true });
 });
 
-async function host(): Promise<PartitionHost> {
+async function host(ringEpoch = 0): Promise<PartitionHost> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'speedlayer-coalesce-'));
   dirs.push(dir);
 
   return PartitionHost.open({
     stateDir: dir,
+    ringEpoch,
     partitionCount: P,
     allowedLatenessMs: 10 * MIN,
     memoryBudgetBytes: 1024 ** 3,
@@ -112,5 +122,71 @@ describe('concatPartitionBatches', () => {
     expect(await joined.counts(keys)).toEqual(await separate.counts(keys));
     await separate.close();
     await joined.close();
+  });
+});
+
+describe('PartitionDelivery', () => {
+  it('logs a batch its owner refuses as malformed at error at once, and keeps it', async () => {
+    const ring = computeRing(P, ['shard-a']);
+    const owner = await host(ring.epoch);
+    const server = await ShardServer.start({
+      host: owner,
+      address: '127.0.0.1:0',
+      logger: silentLogger(),
+    });
+    const lines: { level: number; msg: string; partition?: number; err?: { type: string } }[] = [];
+    const delivery = new PartitionDelivery({
+      nodeId: 'router-1',
+      senderId: 'router-1@1',
+      partitions: P,
+      ring: new RingView({ ring, addresses: [['shard-a', server.address]] }),
+      localHost: () => undefined,
+      logger: pino({ level: 'debug' }, { write: (line: string) => lines.push(JSON.parse(line)) }),
+      initialBackoffMs: 20,
+      maxBackoffMs: 50,
+    });
+    const router = new EventRouter({
+      partitions: P,
+      allowedLatenessMs: 10 * MIN,
+      restatementHorizonMs: 3 * 24 * HOUR,
+      maxFutureSkewMs: 5 * MIN,
+      maxOutOfOrdernessMs: 0,
+      watermarkMode: 'clock',
+      now: () => Date.UTC(2030, 0, 1),
+    });
+    const events = Array.from({ length: 40 }, (_, i) => ({
+      userId: `user-${i}`,
+      eventMs: MONDAY,
+      receiveMs: MONDAY,
+    }));
+    const ofOne = router
+      .route(toBatches(events, 40)[0]!)
+      .batches.find((b) => b.partition === 1) as PartitionBatch;
+
+    // As a sender that partitions differently would send them: partition 1's users for 0.
+    const sent = delivery.send({ ...ofOne, partition: 0 });
+    sent.catch(() => undefined);
+    const startedMs = Date.now();
+    while (!lines.some((l) => l.level >= 40) && Date.now() - startedMs < 5000) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(
+      lines.map(({ level, msg, partition, err }) => ({ level, msg, partition, type: err?.type })),
+    ).toEqual([
+      {
+        level: 50,
+        msg: 'owner refused a routed batch; retrying',
+        partition: 0,
+        type: 'WireFormatError',
+      },
+    ]);
+    expect(Date.now() - startedMs).toBeLessThan(1000);
+    const key = periodKey({ type: 'hour', startMs: MONDAY });
+    expect((await owner.counts([key])).map((c) => c.counts.get(key))).toEqual([0, 0]);
+
+    delivery.close();
+    await expect(sent).rejects.toThrow();
+    await server.close();
+    await owner.close();
   });
 });
