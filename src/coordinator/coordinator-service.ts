@@ -368,15 +368,9 @@ export class CoordinatorService
 
       await this.runRounds(store, term);
     } catch (err) {
-      if (err instanceof StaleFenceError) {
-        // Nothing this term could publish. Loud: it repeats on every term while etcd's
-        // tokens stay below the fence (an etcd rebuilt from nothing).
+      if (err instanceof StaleFenceError && !ended.signal.aborted) {
         clean = false;
-        this.logger.error(
-          { err, fencingToken: err.fencingToken, heldToken: err.heldToken },
-          'the writer fence holds a newer token; stepping down',
-        );
-        if (this.listenerCount('error') > 0) this.emit('error', err);
+        await this.noteStaleFence(store, err);
       } else if (!ended.signal.aborted) {
         clean = false;
         this.fail(err, 'leading failed; stepping down');
@@ -596,6 +590,33 @@ export class CoordinatorService
 
   private async backoff(ms: number): Promise<void> {
     await sleep(ms, undefined, { signal: this.closer.signal }).catch(() => undefined);
+  }
+
+  /**
+   * A claim found a newer token in the fence. A newer leader in etcd makes it an ordinary
+   * handover that reached the database first; none means etcd issues tokens below the
+   * fence, and no term can publish: loud, on every term, until an operator acts.
+   */
+  private async noteStaleFence(store: CoordinationStore, err: StaleFenceError): Promise<void> {
+    const fields = { fencingToken: err.fencingToken, heldToken: err.heldToken };
+    const leader = await store.currentLeader().catch(() => undefined);
+    if (leader !== undefined && leader.fencingToken >= err.heldToken) {
+      this.logger.warn(
+        { ...fields, leaderId: leader.candidateId },
+        'leadership lost: a newer leader claimed the writer fence',
+      );
+      return;
+    }
+
+    this.logger.error(
+      {
+        ...fields,
+        err,
+        hint: 'etcd issues tokens below the fence: was it rebuilt from nothing? Restore it from a snapshot taken after the last claim, or raise its revision above the fence',
+      },
+      'the writer fence holds a token above any leader etcd knows; stepping down',
+    );
+    if (this.listenerCount('error') > 0) this.emit('error', err);
   }
 
   private fail(err: unknown, message: string): void {

@@ -11,6 +11,7 @@ import type { Logger } from '../observability/index.js';
 import { jsonPut } from '../shard/level-state-store.js';
 import { PartitionHost } from '../shard/partition-host.js';
 import type { PartitionReport, StorageOp } from '../shard/types.js';
+import { StaleFenceError } from '../sink/errors.js';
 import type { DeadLetterWrite, WriterFence } from '../sink/types.js';
 
 const ROUTER_KEY = 'node/router';
@@ -79,7 +80,14 @@ export class EmbeddedNode {
       if (routerState !== undefined) router.restore(routerState);
 
       const fence: WriterFence = { ringEpoch: 0, fencingToken: 1 };
-      await options.warehouse.claimFence(fence);
+      await options.warehouse.claimFence(fence).catch((err: unknown) => {
+        if (!(err instanceof StaleFenceError)) throw err;
+        throw new StaleFenceError(
+          fence.fencingToken,
+          err.heldToken,
+          "a cluster's coordinator has written to this database, and the single process cannot publish beside it: give it a database, schema or data directory of its own",
+        );
+      });
       const coordinator = new Coordinator(new InProcessPartitions(host), options.warehouse, {
         allowedLatenessMs: options.allowedLatenessMs,
         fence,

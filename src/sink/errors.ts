@@ -64,9 +64,10 @@ export class InvalidFilingError extends Error {
 
 /**
  * A fence claim refused because the database's writer fence already holds a higher
- * token. Either a newer leader took office (this one was deposed), or the etcd that
- * issues the tokens was rebuilt from nothing and restarted its revisions low: then no
- * leader can publish until etcd is restored from a snapshot (see docs/cluster.md).
+ * token: a newer writer claimed it. In a cluster that is a newer leader (this one was
+ * deposed), or, when etcd knows no such leader, an etcd rebuilt from nothing that
+ * restarted its revisions below the fence. The embedded node, which claims token 1,
+ * meets it on a database a cluster has written to. `advice` says what to do, if known.
  * The message carries 'stale fencing token' like the database's refusal of a write.
  */
 export class StaleFenceError extends Error {
@@ -75,11 +76,11 @@ export class StaleFenceError extends Error {
   constructor(
     readonly fencingToken: number,
     readonly heldToken: number,
+    advice?: string,
   ) {
     super(
-      `[SL-SINK-001] stale fencing token ${fencingToken}: the writer fence is at ${heldToken}; ` +
-        'a newer leader claimed it, or etcd was rebuilt from nothing and restarted its revisions ' +
-        '(restore etcd from a snapshot)',
+      `[SL-SINK-001] stale fencing token ${fencingToken}: the writer fence is at ${heldToken}, ` +
+        `claimed by a newer writer${advice === undefined ? '' : `; ${advice}`}`,
     );
     this.name = 'StaleFenceError';
   }

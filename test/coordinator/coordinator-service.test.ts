@@ -29,7 +29,7 @@ import { pino, type Logger } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { Coordinator, type RoundResult } from '../../src/coordinator/coordinator.js';
-import { CoordinatorService } from '../../src/coordinator/coordinator-service.js';
+import { CoordinatorService, type FencedSink } from '../../src/coordinator/coordinator-service.js';
 import { EventRouter, type EventRouterOptions } from '../../src/ingest/event-router.js';
 import { silentLogger } from '../../src/observability/index.js';
 import {
@@ -105,7 +105,11 @@ interface Cluster {
   readonly warehouse: Warehouse;
   readonly send: (events: readonly ModelEvent[]) => Promise<void>;
   readonly advanceClock: (ms: number) => Promise<void>;
-  readonly service: (candidateId: string, logger?: Logger) => Promise<CoordinatorService>;
+  readonly service: (
+    candidateId: string,
+    logger?: Logger,
+    sink?: FencedSink,
+  ) => Promise<CoordinatorService>;
 }
 
 async function startCluster(): Promise<Cluster> {
@@ -177,10 +181,10 @@ async function startCluster(): Promise<Cluster> {
       for (const batch of toBatches([...events], 500)) await route(router.route(batch).batches);
     },
     advanceClock: (ms) => route(router.advanceClock(ms)),
-    service: async (candidateId, logger = silentLogger()) => {
+    service: async (candidateId, logger = silentLogger(), sink: FencedSink = warehouse) => {
       const service = new CoordinatorService({
         coordination: { endpoints: [etcd.endpoint], clusterName, requestTimeoutMs: 2_000 },
-        sink: warehouse,
+        sink,
         candidateId,
         partitions: P,
         allowedLatenessMs: settings.allowedLatenessMs,
@@ -288,6 +292,26 @@ async function revokeAsOperator(leaseId: string): Promise<void> {
   await run('etcdctl', [`--endpoints=${etcd.endpoint}`, 'lease', 'revoke', hex], {
     env: { ...process.env, ETCDCTL_API: '3' },
   });
+}
+
+interface LogLine {
+  level: number;
+  msg: string;
+  heldToken?: number;
+  leaderId?: string;
+  hint?: string;
+  err?: { message: string };
+}
+
+/** A logger that keeps every line it is given, parsed. */
+function lineLogger(): { logger: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const logger = pino(
+    { level: 'debug' },
+    { write: (line: string) => lines.push(JSON.parse(line) as LogLine) },
+  );
+
+  return { logger, lines };
 }
 
 /** A logger that keeps the messages it is given. */
@@ -438,12 +462,7 @@ describe('CoordinatorService', () => {
     const cluster = await startCluster();
     const held = 1_000_000_000;
     await cluster.warehouse.claimFence({ ringEpoch: 9, fencingToken: held });
-    const lines: { level: number; msg: string; heldToken?: number; err?: { message: string } }[] =
-      [];
-    const logger = pino(
-      { level: 'debug' },
-      { write: (line: string) => lines.push(JSON.parse(line)) },
-    );
+    const { logger, lines } = lineLogger();
     const a = await cluster.service('coord-a', logger);
 
     await eventually('two refused terms', () =>
@@ -452,15 +471,76 @@ describe('CoordinatorService', () => {
     const refused = lines.find((l) => l.msg.startsWith('the writer fence'));
     expect(refused).toMatchObject({
       level: 50,
-      msg: 'the writer fence holds a newer token; stepping down',
+      msg: 'the writer fence holds a token above any leader etcd knows; stepping down',
       heldToken: held,
+      hint: expect.stringMatching(/was it rebuilt from nothing\?/),
     });
     expect(refused?.err?.message).toMatch(
-      /^\[SL-SINK-001\] stale fencing token \d+: the writer fence is at 1000000000; /,
+      /^\[SL-SINK-001\] stale fencing token \d+: the writer fence is at 1000000000, claimed by a newer writer$/,
     );
     expect(lines.map((l) => l.msg)).not.toContain('leadership acquired');
     expect(a.state).not.toBe('leading');
     expect(await cluster.store.readRing()).toBeUndefined();
+  });
+
+  it('takes a newer leader that claimed the fence first for an ordinary handover: no error', async () => {
+    // The race this stands for: a's lease runs out between its election and its claim,
+    // and the next leader claims first. Here etcd is made to name that leader, so that
+    // a's claim is refused before a hears of its loss.
+    const cluster = await startCluster();
+    const store = await EtcdCoordinationStore.open({
+      endpoints: [etcd.endpoint],
+      clusterName: cluster.clusterName,
+      requestTimeoutMs: 2_000,
+    });
+    cleanups.push(() => store.close());
+    let newer: { candidateId: string; fencingToken: number; leaseId: string } | undefined;
+    const seen = new Proxy(store, {
+      get(target, property) {
+        if (property === 'currentLeader' && newer !== undefined) {
+          return () => Promise.resolve(newer);
+        }
+        const value: unknown = Reflect.get(target, property, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const sink: FencedSink = {
+      loadPublished: () => cluster.warehouse.loadPublished(),
+      publish: (batch, fence) => cluster.warehouse.publish(batch, fence),
+      claimFence: async (fence) => {
+        if (newer === undefined) {
+          newer = { candidateId: 'coord-b', fencingToken: fence.fencingToken + 1000, leaseId: '1' };
+          await cluster.warehouse.claimFence({ ringEpoch: 0, fencingToken: newer.fencingToken });
+        }
+        await cluster.warehouse.claimFence(fence);
+      },
+    };
+    const { logger, lines } = lineLogger();
+    const a = new CoordinatorService({
+      coordination: seen,
+      sink,
+      candidateId: 'coord-a',
+      partitions: P,
+      allowedLatenessMs: settings.allowedLatenessMs,
+      logger,
+      roundIntervalMs: 100,
+      leaseTtlSeconds: 3,
+    });
+    cleanups.push(() => a.close());
+    await a.start();
+
+    await eventually('a to campaign again', () =>
+      lines.filter((l) => l.msg === 'campaigning').length >= 2 ? true : undefined,
+    );
+    expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+    expect(lines.find((l) => l.msg.startsWith('leadership lost'))).toMatchObject({
+      level: 40,
+      msg: 'leadership lost: a newer leader claimed the writer fence',
+      leaderId: 'coord-b',
+      heldToken: newer?.fencingToken,
+    });
+    expect(lines.map((l) => l.msg)).not.toContain('leadership acquired');
+    expect(await cluster.warehouse.queryHistory({})).toEqual([]);
   });
 
   it('goes back to standby when its lease is revoked, logging only lifecycle lines', async () => {

@@ -1,7 +1,8 @@
 /**
  * A round whose publish fails loses nothing: the seals stay unacknowledged
  * and the next round writes the same versions. Also: the allowed lateness of
- * a data directory cannot change, since sealed periods were judged by it.
+ * a data directory cannot change, since sealed periods were judged by it; and the
+ * single process refuses to open on a database a cluster's coordinator has fenced.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -11,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { EmbeddedNode, type EngineSink } from '../../src/embedded/embedded-node.js';
 import { silentLogger } from '../../src/observability/index.js';
+import { StaleFenceError } from '../../src/sink/index.js';
 import { Warehouse } from '../../src/sink/warehouse.js';
 import { toBatches } from '../support/events.js';
 
@@ -88,6 +90,25 @@ describe('coordinator failures', () => {
       '[SL-CONFIG-003] this data directory was created with an allowed lateness of 0ms; it cannot be opened with 2d',
     );
     await (await open(0)).close();
+    await warehouse.close();
+  });
+
+  it("refuses a database a cluster's coordinator has fenced, before it counts anything", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'speedlayer-coord-'));
+    dirs.push(dir);
+    const warehouse = await Warehouse.open({ dataDir: dir });
+    await warehouse.claimFence({ ringEpoch: 3, fencingToken: 57 });
+
+    const open = EmbeddedNode.open({
+      ...settings,
+      stateDir: path.join(dir, 'state'),
+      warehouse,
+      logger: silentLogger(),
+    });
+    await expect(open).rejects.toBeInstanceOf(StaleFenceError);
+    await expect(open).rejects.toThrow(
+      "[SL-SINK-001] stale fencing token 1: the writer fence is at 57, claimed by a newer writer; a cluster's coordinator has written to this database, and the single process cannot publish beside it: give it a database, schema or data directory of its own",
+    );
     await warehouse.close();
   });
 });
