@@ -117,7 +117,7 @@ function watermarkLine(view: StatusView): string {
   if (view.lastRoundAtMs === undefined) return 'unknown: no round yet';
 
   return view.missingPartitions.length === 0
-    ? 'none yet: a partition has no watermark (nothing routed to it yet)'
+    ? 'none yet: a partition has no watermark yet'
     : 'unknown: the last round was not complete';
 }
 

@@ -104,9 +104,7 @@ describe('speedlayer status', () => {
       ],
     };
     const fresh = formatTable({ ...base, missingPartitions: [] }, T);
-    expect(fresh).toContain(
-      'global watermark  none yet: a partition has no watermark (nothing routed to it yet)\n',
-    );
+    expect(fresh).toContain('global watermark  none yet: a partition has no watermark yet\n');
     expect(fresh).toContain('missing           none\n');
 
     const partial = formatTable({ ...base, missingPartitions: [1] }, T);
