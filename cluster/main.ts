@@ -5,10 +5,13 @@
  * is ready, as plain lines on stdout; the processes' own JSON logs go to files under the
  * data directory.
  */
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+
 import { Command, CommanderError, Option } from 'commander';
 
 import { partitionCountFlag, portFlag } from '../src/cli/process-support.js';
-import { choiceFlag, durationFlag, integerFlag } from '../src/config/index.js';
+import { choiceFlag, durationFlag, formatDuration, integerFlag } from '../src/config/index.js';
 import { LOCAL_CLUSTER_DEFAULTS, WATERMARK_MODES, type WatermarkMode } from './cluster-options.js';
 import { LocalCluster, redact, type ExitInfo } from './local-cluster.js';
 
@@ -148,6 +151,92 @@ function positiveFlag(value: string): number {
   return n;
 }
 
+/**
+ * The flags a kept cluster is launched with again when they are not given: where it
+ * listens and how its roles judge and close periods. Without them a second launch over
+ * the same --data-dir would move the ingest port and fall back to the roles' defaults.
+ */
+const REMEMBERED_FLAGS = [
+  'port',
+  'basePort',
+  'watermark',
+  'roundInterval',
+  'leaseTtl',
+  'logLevel',
+  'allowedLateness',
+  'restatementHorizon',
+  'maxFutureSkew',
+  'maxOutOfOrderness',
+] as const;
+type RememberedFlag = (typeof REMEMBERED_FLAGS)[number];
+type RememberedValues = Partial<Record<RememberedFlag, string>>;
+
+/** Kept in the data directory beside cluster.json: the flags given, as written. */
+const LAUNCH_FILE = 'launch-flags.json';
+
+/**
+ * Takes every remembered flag not given on the command line from the earlier launch over
+ * `flags.dataDir`, checked by the flag's own parser. Returns what to remember from this
+ * launch: the flags given now and those taken (empty for a temporary cluster).
+ */
+async function resumeFlags(command: Command, flags: ClusterFlags): Promise<RememberedValues> {
+  const given: RememberedValues = {};
+  for (const key of REMEMBERED_FLAGS) {
+    const value = flags[key];
+    if (command.getOptionValueSource(key) !== 'cli' || value === undefined) continue;
+    given[key] =
+      key === 'roundInterval' || key === 'leaseTtl' ? formatDuration(Number(value)) : String(value);
+  }
+  if (flags.dataDir === undefined) return given;
+
+  const file = path.join(flags.dataDir, LAUNCH_FILE);
+  let earlier: Record<string, unknown>;
+  try {
+    earlier = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return given;
+    throw new Error(`[SL-CLUSTER-007] ${file} cannot be read: ${String(err)}`);
+  }
+
+  const taken: RememberedValues = {};
+  for (const key of REMEMBERED_FLAGS) {
+    const text = earlier[key];
+    if (typeof text !== 'string' || given[key] !== undefined) continue;
+    const option = command.options.find((o) => o.attributeName() === key);
+    if (option === undefined) continue;
+    try {
+      (flags as unknown as Record<string, unknown>)[key] =
+        option.parseArg === undefined ? text : option.parseArg(text, undefined);
+    } catch (err) {
+      throw new Error(`[SL-CLUSTER-007] ${file}: ${option.long as string} ${text}: ${String(err)}`);
+    }
+    taken[key] = text;
+  }
+  if (Object.keys(taken).length > 0) {
+    const list = Object.entries(taken).map(([key, text]) => {
+      const option = command.options.find((o) => o.attributeName() === key);
+      return `${option?.long as string} ${text}`;
+    });
+    out(
+      `resuming with the flags of the earlier launch: ${list.join(' ')} (give a flag to change it)`,
+    );
+  }
+
+  return { ...taken, ...given };
+}
+
+/** Records the flags to remember, the ingest port as it listens (`--port 0` picks one). */
+async function rememberFlags(
+  flags: ClusterFlags,
+  cluster: LocalCluster,
+  values: RememberedValues,
+): Promise<void> {
+  if (flags.dataDir === undefined) return;
+  const port = cluster.addresses.ingest.split(':').at(-1) as string;
+  const record: RememberedValues = { ...values, port };
+  await writeFile(path.join(flags.dataDir, LAUNCH_FILE), `${JSON.stringify(record, null, 2)}\n`);
+}
+
 /** A repeat within this time is the same Ctrl-C, once from the terminal and once from npm. */
 const SAME_SIGNAL_MS = 1_000;
 
@@ -172,7 +261,7 @@ function stopSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-async function run(flags: ClusterFlags): Promise<number> {
+async function run(command: Command, flags: ClusterFlags): Promise<number> {
   const signal = stopSignal();
   let signalled: NodeJS.Signals | undefined;
   void signal.then((s) => (signalled = s));
@@ -182,6 +271,13 @@ async function run(flags: ClusterFlags): Promise<number> {
       'cluster: a PostgreSQL server is needed: --postgres postgres://user@host:5432/db, or SPEEDLAYER_POSTGRES_URL\n',
     );
     return 2;
+  }
+  let remembered: RememberedValues;
+  try {
+    remembered = await resumeFlags(command, flags);
+  } catch (err) {
+    process.stderr.write(`cluster: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
   }
   const startedAt = Date.now();
   out(
@@ -209,6 +305,9 @@ async function run(flags: ClusterFlags): Promise<number> {
     return 1;
   }
 
+  await rememberFlags(flags, cluster, remembered).catch((err: unknown) =>
+    process.stderr.write(`cluster: the launch flags were not recorded: ${String(err)}\n`),
+  );
   if (signalled === undefined) await describe(cluster, flags, Date.now() - startedAt);
   let stopping = false;
   for (const name of cluster.names) {
@@ -279,7 +378,7 @@ try {
   command.parse(process.argv);
   const flags = command.opts<ClusterFlags>();
   flags.postgres ??= process.env.SPEEDLAYER_POSTGRES_URL || undefined;
-  code = await run(flags);
+  code = await run(command, flags);
 } catch (err) {
   code = err instanceof CommanderError ? err.exitCode : 1;
   if (!(err instanceof CommanderError)) {

@@ -163,7 +163,7 @@ export function checkTargetFlags(command: Command, flags: TargetFlags): void {
     const verb = embedded.length === 1 ? 'is' : 'are';
     throw new CommandExit(
       2,
-      `${embedded.join(', ')} ${verb} for the embedded store; with --target the node's own settings apply (set them on speedlayer shard)`,
+      `${embedded.join(', ')} ${verb} for the embedded store; with --target the node's own settings apply (set them on speedlayer shard, or on npm run cluster for a local cluster)`,
     );
   }
 }

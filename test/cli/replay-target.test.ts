@@ -344,7 +344,7 @@ describe('speedlayer replay --target', () => {
       {
         args: ['--target', '127.0.0.1:1', '--data-dir', '/tmp/x'],
         message:
-          "--data-dir is for the embedded store; with --target the node's own settings apply",
+          "--data-dir is for the embedded store; with --target the node's own settings apply (set them on speedlayer shard, or on npm run cluster for a local cluster)",
       },
       {
         args: ['--target', '127.0.0.1:1', '--allowed-lateness', '1h', '--partitions', '4'],

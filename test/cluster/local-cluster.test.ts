@@ -31,6 +31,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalCluster } from '../../cluster/local-cluster.js';
+import { freePorts } from '../../cluster/ports.js';
 import { EtcdCoordinationStore, partitionsOf, type Ring } from '../../src/ring/index.js';
 import { checkHealth } from '../support/grpc-probes.js';
 import { postgresTestUrl } from '../support/postgres.js';
@@ -45,6 +46,16 @@ function isAlive(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+async function dropSchema(schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: postgresUrl });
+  await client.connect();
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  } finally {
+    await client.end();
   }
 }
 
@@ -223,43 +234,47 @@ describe.skipIf(postgresUrl === undefined)('LocalCluster over a kept data direct
   });
 });
 
+/** `npm run cluster -- ...args` with the test's PostgreSQL server, read line by line. */
+function launchCluster(args: readonly string[]): {
+  npm: ReturnType<typeof spawn>;
+  lines: string[];
+  ready: Promise<void>;
+  exited: Promise<number | null>;
+} {
+  const npm = spawn('npm', ['run', '--silent', 'cluster', '--', ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, SPEEDLAYER_POSTGRES_URL: postgresUrl },
+  });
+  const exited = new Promise<number | null>((resolve) => npm.once('exit', resolve));
+  const lines: string[] = [];
+  let stderr = '';
+  npm.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const ready = new Promise<void>((resolve, reject) => {
+    createInterface({ input: npm.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      lines.push(line);
+      if (line.startsWith('ready in ')) resolve();
+    });
+    void exited.then((code) => reject(new Error(`exited ${code} before ready:\n${stderr}`)));
+  });
+
+  return { npm, lines, ready, exited };
+}
+
 describe.skipIf(postgresUrl === undefined)('npm run cluster', () => {
   it('prints each part and a ready line, and stops them all on SIGTERM with exit code 0', async () => {
-    const npm = spawn(
-      'npm',
-      [
-        'run',
-        '--silent',
-        'cluster',
-        '--',
-        '--shards',
-        '2',
-        '--partitions',
-        String(P),
-        '--port',
-        '0',
-        '--allowed-lateness',
-        '0s',
-        '--restatement-horizon',
-        '400d',
-      ],
-      {
-        cwd: ROOT,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, SPEEDLAYER_POSTGRES_URL: postgresUrl },
-      },
-    );
-    const exited = new Promise<number | null>((resolve) => npm.once('exit', resolve));
-    const lines: string[] = [];
-    let stderr = '';
-    npm.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const ready = new Promise<void>((resolve, reject) => {
-      createInterface({ input: npm.stdout }).on('line', (line) => {
-        lines.push(line);
-        if (line.startsWith('ready in ')) resolve();
-      });
-      void exited.then((code) => reject(new Error(`exited ${code} before ready:\n${stderr}`)));
-    });
+    const { npm, lines, ready, exited } = launchCluster([
+      '--shards',
+      '2',
+      '--partitions',
+      String(P),
+      '--port',
+      '0',
+      '--allowed-lateness',
+      '0s',
+      '--restatement-horizon',
+      '400d',
+    ]);
 
     try {
       await ready;
@@ -310,6 +325,63 @@ describe.skipIf(postgresUrl === undefined)('npm run cluster', () => {
       expect(existsSync(dataDir as string)).toBe(false);
     } finally {
       if (npm.exitCode === null) npm.kill('SIGKILL');
+    }
+  });
+
+  it('launches a kept cluster again with the flags of its earlier launch, unless given', async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'speedlayer-kept-'));
+    const [port] = await freePorts(1);
+    let schema: string | undefined;
+    const shardLog = (name: string): Record<string, unknown>[] =>
+      readFileSync(path.join(dataDir, 'logs', `${name}.log`), 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((l) => l.msg === 'ingest router started');
+    const stopped = async (launch: ReturnType<typeof launchCluster>): Promise<void> => {
+      launch.npm.kill('SIGTERM');
+      expect(await launch.exited).toBe(0);
+    };
+    try {
+      const common = ['--shards', '1', '--partitions', '2', '--data-dir', dataDir];
+      const first = launchCluster([
+        ...common,
+        '--port',
+        String(port),
+        '--restatement-horizon',
+        '400d',
+      ]);
+      await first.ready;
+      schema = /schema (\S+)$/.exec(
+        first.lines.find((l) => l.startsWith('  postgres ')) ?? '',
+      )?.[1];
+      expect(first.lines.some((l) => l.startsWith('resuming'))).toBe(false);
+      await stopped(first);
+
+      const second = launchCluster(common);
+      await second.ready;
+      expect(second.lines[0]).toBe(
+        `resuming with the flags of the earlier launch: --port ${port} --restatement-horizon 400d (give a flag to change it)`,
+      );
+      expect(second.lines.at(-1)).toContain(`send events and queries to 127.0.0.1:${port}`);
+      expect(second.lines).toContain('shards run with --restatement-horizon 400d');
+      expect(shardLog('shard-1').at(-1)).toMatchObject({ restatementHorizonMs: 400 * 86_400_000 });
+      await stopped(second);
+
+      // A flag given wins, and is remembered in turn.
+      const third = launchCluster([...common, '--restatement-horizon', '50d']);
+      await third.ready;
+      expect(third.lines[0]).toBe(
+        `resuming with the flags of the earlier launch: --port ${port} (give a flag to change it)`,
+      );
+      expect(shardLog('shard-1').at(-1)).toMatchObject({ restatementHorizonMs: 50 * 86_400_000 });
+      await stopped(third);
+      expect(
+        JSON.parse(readFileSync(path.join(dataDir, 'launch-flags.json'), 'utf8')),
+      ).toMatchObject({ port: String(port), restatementHorizon: '50d' });
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+      if (schema !== undefined) await dropSchema(schema);
     }
   });
 });
