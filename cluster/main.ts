@@ -199,26 +199,25 @@ async function resumeFlags(command: Command, flags: ClusterFlags): Promise<Remem
   }
 
   const taken: RememberedValues = {};
+  const takenFlags: string[] = [];
   for (const key of REMEMBERED_FLAGS) {
     const text = earlier[key];
     if (typeof text !== 'string' || given[key] !== undefined) continue;
     const option = command.options.find((o) => o.attributeName() === key);
     if (option === undefined) continue;
+    const flag = `${option.long as string} ${text}`;
     try {
       (flags as unknown as Record<string, unknown>)[key] =
         option.parseArg === undefined ? text : option.parseArg(text, undefined);
     } catch (err) {
-      throw new Error(`[SL-CLUSTER-007] ${file}: ${option.long as string} ${text}: ${String(err)}`);
+      throw new Error(`[SL-CLUSTER-007] ${file}: ${flag}: ${String(err)}`);
     }
     taken[key] = text;
+    takenFlags.push(flag);
   }
-  if (Object.keys(taken).length > 0) {
-    const list = Object.entries(taken).map(([key, text]) => {
-      const option = command.options.find((o) => o.attributeName() === key);
-      return `${option?.long as string} ${text}`;
-    });
+  if (takenFlags.length > 0) {
     out(
-      `resuming with the flags of the earlier launch: ${list.join(' ')} (give a flag to change it)`,
+      `resuming with the flags of the earlier launch: ${takenFlags.join(' ')} (give a flag to change it)`,
     );
   }
 

@@ -368,12 +368,10 @@ export class CoordinatorService
 
       await this.runRounds(store, term);
     } catch (err) {
-      if (err instanceof StaleFenceError && !ended.signal.aborted) {
+      if (!ended.signal.aborted) {
         clean = false;
-        await this.noteStaleFence(store, err);
-      } else if (!ended.signal.aborted) {
-        clean = false;
-        this.fail(err, 'leading failed; stepping down');
+        if (err instanceof StaleFenceError) await this.noteStaleFence(store, err);
+        else this.fail(err, 'leading failed; stepping down');
       }
     } finally {
       ended.abort();

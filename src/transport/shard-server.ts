@@ -318,13 +318,13 @@ function checkPlacement(batch: PartitionBatch, partitionCount: number): void {
   );
   if (misplaced === undefined) return;
 
-  const what = misplaced.wrongSlotHash
-    ? misplaced.partition === batch.partition
-      ? 'was sent with a slot hash that is not its own'
-      : `hashes to partition ${misplaced.partition} and was sent with a slot hash that is not its own`
-    : `hashes to partition ${misplaced.partition}`;
+  const problems: string[] = [];
+  if (misplaced.partition !== batch.partition) {
+    problems.push(`hashes to partition ${misplaced.partition}`);
+  }
+  if (misplaced.wrongSlotHash) problems.push('was sent with a slot hash that is not its own');
   throw new WireFormatError(
-    `partition ${batch.partition} batch: the user id at ${misplaced.index} ${what} (P = ${partitionCount}); ` +
+    `partition ${batch.partition} batch: the user id at ${misplaced.index} ${problems.join(' and ')} (P = ${partitionCount}); ` +
       'the sender partitions user ids differently from this shard',
   );
 }

@@ -33,6 +33,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster } from '../../cluster/local-cluster.js';
 import { freePorts } from '../../cluster/ports.js';
 import { EtcdCoordinationStore, partitionsOf, type Ring } from '../../src/ring/index.js';
+import { dropSchema } from '../support/cluster-runs.js';
 import { checkHealth } from '../support/grpc-probes.js';
 import { postgresTestUrl } from '../support/postgres.js';
 
@@ -46,16 +47,6 @@ function isAlive(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-}
-
-async function dropSchema(schema: string): Promise<void> {
-  const client = new pg.Client({ connectionString: postgresUrl });
-  await client.connect();
-  try {
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  } finally {
-    await client.end();
   }
 }
 
@@ -381,7 +372,7 @@ describe.skipIf(postgresUrl === undefined)('npm run cluster', () => {
       ).toMatchObject({ port: String(port), restatementHorizon: '50d' });
     } finally {
       await rm(dataDir, { recursive: true, force: true });
-      if (schema !== undefined) await dropSchema(schema);
+      if (schema !== undefined) await dropSchema(postgresUrl as string, schema);
     }
   });
 });

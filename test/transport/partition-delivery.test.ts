@@ -36,6 +36,19 @@ afterEach(async () => {
   for (const dir of dirs.splice(0)) await fs.rm(dir, { recursive: true, force: true });
 });
 
+/** A router on a clock far past the events, so that nothing is rejected as future. */
+function newRouter(): EventRouter {
+  return new EventRouter({
+    partitions: P,
+    allowedLatenessMs: 10 * MIN,
+    restatementHorizonMs: 3 * 24 * HOUR,
+    maxFutureSkewMs: 5 * MIN,
+    maxOutOfOrdernessMs: 0,
+    watermarkMode: 'clock',
+    now: () => Date.UTC(2030, 0, 1),
+  });
+}
+
 async function host(ringEpoch = 0): Promise<PartitionHost> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'speedlayer-coalesce-'));
   dirs.push(dir);
@@ -89,15 +102,7 @@ describe('concatPartitionBatches', () => {
       const late = next() < 0.1 ? 40 * MIN + Math.floor(next() * 2 * HOUR) : 0;
       return { userId: `user-${Math.floor(next() * 300)}`, eventMs: receiveMs - late, receiveMs };
     });
-    const router = new EventRouter({
-      partitions: P,
-      allowedLatenessMs: 10 * MIN,
-      restatementHorizonMs: 3 * 24 * HOUR,
-      maxFutureSkewMs: 5 * MIN,
-      maxOutOfOrdernessMs: 0,
-      watermarkMode: 'clock',
-      now: () => Date.UTC(2030, 0, 1),
-    });
+    const router = newRouter();
     const perPartition: PartitionBatch[][] = [[], []];
     for (const batch of toBatches(events, 100)) {
       for (const b of router.route(batch).batches) perPartition[b.partition]?.push(b);
@@ -145,15 +150,7 @@ describe('PartitionDelivery', () => {
       initialBackoffMs: 20,
       maxBackoffMs: 50,
     });
-    const router = new EventRouter({
-      partitions: P,
-      allowedLatenessMs: 10 * MIN,
-      restatementHorizonMs: 3 * 24 * HOUR,
-      maxFutureSkewMs: 5 * MIN,
-      maxOutOfOrdernessMs: 0,
-      watermarkMode: 'clock',
-      now: () => Date.UTC(2030, 0, 1),
-    });
+    const router = newRouter();
     const events = Array.from({ length: 40 }, (_, i) => ({
       userId: `user-${i}`,
       eventMs: MONDAY,
